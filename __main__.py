@@ -1,0 +1,48 @@
+"""``python -m wanrt <command>``: make-tiny, demo, run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _demo(args) -> int:
+    """Smoke demo: exercise every kernel on the current platform and report the choices."""
+    import torch
+
+    from . import kernels
+    from .wan_core.layers import implementation_report
+
+    platform = kernels.current_platform()
+    print(f"platform: {platform.name}  capabilities: {platform.capabilities()}")
+    print(f"default kernel implementation: {kernels.default_impl()}")
+    for layer, impl in implementation_report().items():
+        print(f"  {layer:28s} -> {impl}")
+    device = platform.device() if platform.name != "cpu" else torch.device("cpu")
+    x = torch.randn(1, 64, 1536, device=device)
+    mod = torch.randn(1, 1, 1536, device=device)
+    out = kernels.norm_modulate(x, mod, mod)
+    ref = kernels.norm_modulate(x, mod, mod, impl="torch")
+    print(f"norm_modulate [1, 64, 1536]: max |fused - torch| = {(out - ref).abs().max().item():.2e}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wanrt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="exercise the kernels and print what this platform picked")
+    tiny = sub.add_parser("make-tiny", help="write tiny random checkpoints in every real layout")
+    tiny.add_argument("outdir")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "make-tiny":
+        from .wan_core.tiny import make_tiny
+        for path in make_tiny(args.outdir):
+            print(path)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

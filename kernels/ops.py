@@ -1,0 +1,155 @@
+"""Public kernel functions: argument checks, then the Triton kernel or the torch fallback.
+
+``impl="triton"`` / ``"torch"`` forces a path; ``None`` lets the platform choose (Triton where it
+is usable and fused kernels are enabled).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import torch_ops
+from .platforms import current_platform, triton_usable
+
+_fused_enabled = os.environ.get("WANRT_DISABLE_FUSED_KERNELS", "0") not in ("1", "true", "yes")
+
+
+def set_fused_kernels(enabled: bool) -> None:
+    """Turn the fused (Triton) kernels on or off for layers built afterwards and ``impl=None``."""
+    global _fused_enabled
+    _fused_enabled = bool(enabled)
+
+
+def fused_kernels_enabled() -> bool:
+    return _fused_enabled
+
+
+def default_impl() -> str:
+    """The implementation ``impl=None`` resolves to on the current platform."""
+    return "triton" if _fused_enabled and triton_usable(current_platform()) else "torch"
+
+
+def _resolve(impl: str | None) -> str:
+    if impl is None:
+        return default_impl()
+    if impl not in ("triton", "torch"):
+        raise ValueError(f"impl must be 'triton', 'torch' or None, got {impl!r}")
+    return impl
+
+
+def _triton():
+    from . import triton_ops  # lazy: triton is optional
+    return triton_ops
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks: a clear ValueError instead of a silent broadcast or a Triton crash.
+
+def _check_x(name: str, x: torch.Tensor, ndim: int = 3) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {x.dtype}")
+
+
+def _check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.shape != ref.shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)} but {ref_name} has {tuple(ref.shape)}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {t.dtype}")
+
+
+def _check_modulation(name: str, t: torch.Tensor | None, x: torch.Tensor) -> None:
+    """Accept ``[B, 1, C]``, ``[B, F, 1, C]`` (F divides L) or ``[B, L, C]``."""
+    if t is None:
+        return
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor")
+    if t.device != x.device:
+        raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    b, seq, c = x.shape
+    s = tuple(t.shape)
+    ok = (len(s) == 3 and s[0] == b and s[1] in (1, seq) and s[2] == c) or (
+        len(s) == 4 and s[0] == b and s[2] == 1 and s[3] == c and s[1] > 0 and seq % s[1] == 0)
+    if not ok:
+        raise ValueError(f"{name} has shape {s}; for x of shape {(b, seq, c)} it must be "
+                         f"[{b}, 1, {c}], [{b}, F, 1, {c}] with F dividing {seq}, or [{b}, {seq}, {c}]")
+
+
+def _check_affine(weight, bias, x) -> None:
+    c = x.shape[-1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.shape != (c,) or t.device != x.device):
+            raise ValueError(f"{name} must have shape ({c},) on {x.device}, got "
+                             f"{tuple(t.shape)} on {t.device}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+def norm_modulate(x, shift, scale, *, eps=1e-6, weight=None, bias=None, impl=None):
+    """``LN(x) * (1 + scale) + shift``; x ``[B, L, C]``; LN affine only if weight/bias given."""
+    _check_x("x", x)
+    _check_modulation("shift", shift, x)
+    _check_modulation("scale", scale, x)
+    _check_affine(weight, bias, x)
+    if _resolve(impl) == "triton":
+        return _triton().norm_modulate(x, shift, scale, eps=eps, weight=weight, bias=bias)
+    return torch_ops.norm_modulate(x, shift, scale, eps=eps, weight=weight, bias=bias)
+
+
+def gated_residual_norm_modulate(residual, x, gate, shift, scale, *, eps=1e-6, weight=None,
+                                 bias=None, impl=None):
+    """``(out, new_residual)``: ``new_residual = residual + gate * x``,
+    ``out = norm_modulate(new_residual, shift, scale)``. gate/shift/scale may be None."""
+    _check_x("residual", residual)
+    _check_same("x", x, "residual", residual)
+    for name, t in (("gate", gate), ("shift", shift), ("scale", scale)):
+        _check_modulation(name, t, residual)
+    _check_affine(weight, bias, residual)
+    if _resolve(impl) == "triton":
+        return _triton().gated_residual_norm_modulate(residual, x, gate, shift, scale, eps=eps,
+                                                      weight=weight, bias=bias)
+    return torch_ops.gated_residual_norm_modulate(residual, x, gate, shift, scale, eps=eps,
+                                                  weight=weight, bias=bias)
+
+
+def gated_residual(residual, x, gate, *, impl=None):
+    """``residual + gate * x``; gate may be None (plain residual add)."""
+    _check_x("residual", residual)
+    _check_same("x", x, "residual", residual)
+    _check_modulation("gate", gate, residual)
+    if _resolve(impl) == "triton":
+        return _triton().gated_residual(residual, x, gate)
+    return torch_ops.gated_residual(residual, x, gate)
+
+
+def rms_norm(x, weight, *, eps=1e-6, impl=None):
+    """RMSNorm over the last dim of ``x: [B, L, C]`` (Wan's q/k norm across all heads)."""
+    _check_x("x", x)
+    _check_affine(weight, None, x)
+    if _resolve(impl) == "triton":
+        return _triton().rms_norm(x, weight, eps=eps)
+    return torch_ops.rms_norm(x, weight, eps=eps)
+
+
+def rotary_embedding(x, cos, sin, *, impl=None):
+    """Interleaved-pair rotary embedding of ``x: [B, L, H, D]`` with ``cos, sin: [L, D/2]``
+    or ``[B, L, D/2]`` (fp32), computed in fp32."""
+    _check_x("x", x, ndim=4)
+    b, seq, _, d = x.shape
+    if d % 2:
+        raise ValueError(f"x head dim must be even, got shape {tuple(x.shape)}")
+    for name, t in (("cos", cos), ("sin", sin)):
+        if tuple(t.shape) not in ((seq, d // 2), (b, seq, d // 2)) or t.device != x.device:
+            raise ValueError(f"{name} must be [{seq}, {d // 2}] or [{b}, {seq}, {d // 2}] on "
+                             f"{x.device} for x of shape {tuple(x.shape)}, got "
+                             f"{tuple(t.shape)} on {t.device}")
+    if _resolve(impl) == "triton":
+        return _triton().rotary_embedding(x, cos, sin)
+    return torch_ops.rotary_embedding(x, cos, sin)

@@ -1,0 +1,10 @@
+"""Dispatching layers: each picks its platform implementation once, at construction."""
+
+from .custom_op import (CustomOp, implementation_report, layer_compile_enabled,
+                        set_layer_compile)
+from .norms import GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm
+from .rotary import RotaryEmbedding
+
+__all__ = ["CustomOp", "implementation_report", "layer_compile_enabled", "set_layer_compile",
+           "GatedResidual", "GatedResidualNormModulate", "NormModulate", "RMSNorm",
+           "RotaryEmbedding"]
