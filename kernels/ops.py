@@ -57,12 +57,11 @@ def _check_x(name: str, x: torch.Tensor, ndim: int = 3) -> None:
 
 
 def _check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    _check_x(name, t, ref.dim())
     if t.shape != ref.shape:
         raise ValueError(f"{name} has shape {tuple(t.shape)} but {ref_name} has {tuple(ref.shape)}")
     if t.device != ref.device:
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
-    if not t.is_floating_point():
-        raise ValueError(f"{name} must be floating point, got {t.dtype}")
 
 
 def _check_modulation(name: str, t: torch.Tensor | None, x: torch.Tensor) -> None:
@@ -85,9 +84,16 @@ def _check_modulation(name: str, t: torch.Tensor | None, x: torch.Tensor) -> Non
 def _check_affine(weight, bias, x) -> None:
     c = x.shape[-1]
     for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and (t.shape != (c,) or t.device != x.device):
-            raise ValueError(f"{name} must have shape ({c},) on {x.device}, got "
-                             f"{tuple(t.shape)} on {t.device}")
+        if t is not None and (not isinstance(t, torch.Tensor) or not t.is_floating_point()
+                              or t.shape != (c,) or t.device != x.device):
+            raise ValueError(f"{name} must be a floating-point ({c},) tensor on {x.device}, "
+                             f"got {_describe(t)}")
+
+
+def _describe(t) -> str:
+    if not isinstance(t, torch.Tensor):
+        return type(t).__name__
+    return f"{t.dtype} of shape {tuple(t.shape)} on {t.device}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,10 +152,13 @@ def rotary_embedding(x, cos, sin, *, impl=None):
     if d % 2:
         raise ValueError(f"x head dim must be even, got shape {tuple(x.shape)}")
     for name, t in (("cos", cos), ("sin", sin)):
-        if tuple(t.shape) not in ((seq, d // 2), (b, seq, d // 2)) or t.device != x.device:
-            raise ValueError(f"{name} must be [{seq}, {d // 2}] or [{b}, {seq}, {d // 2}] on "
-                             f"{x.device} for x of shape {tuple(x.shape)}, got "
-                             f"{tuple(t.shape)} on {t.device}")
+        if (not isinstance(t, torch.Tensor) or not t.is_floating_point()
+                or tuple(t.shape) not in ((seq, d // 2), (b, seq, d // 2)) or t.device != x.device):
+            raise ValueError(f"{name} must be a floating-point [{seq}, {d // 2}] or "
+                             f"[{b}, {seq}, {d // 2}] tensor on {x.device} for x of shape "
+                             f"{tuple(x.shape)}, got {_describe(t)}")
+    if sin.shape != cos.shape:
+        raise ValueError(f"sin has shape {tuple(sin.shape)} but cos has {tuple(cos.shape)}")
     if _resolve(impl) == "triton":
         return _triton().rotary_embedding(x, cos, sin)
     return torch_ops.rotary_embedding(x, cos, sin)
