@@ -1,9 +1,15 @@
-"""Layers that pick a per-platform forward once, at construction (the seed's CustomOp pattern).
+"""Layers that bind a per-platform forward once, at construction (the seed's CustomOp pattern).
 
-Default policy: CUDA and ROCm run the fused Triton kernels; MUSA runs ``torch.compile`` over the
-native path (torch fallbacks); NPU runs native, never compiled; XPU, MPS and CPU run native.
-``WANRT_DISABLE_FUSED_KERNELS=1`` / ``kernels.set_fused_kernels(False)`` turns the fused kernels off,
-``WANRT_DISABLE_LAYER_COMPILE=1`` / ``set_layer_compile(False)`` turns per-layer compile off.
+``POLICY`` is the platform table: what each platform's layers run by default.
+
+- ``"triton"``: the fused Triton kernels (``forward_fused``); CUDA and ROCm.
+- ``"compiled-native"``: ``torch.compile`` over ``forward_native`` (the torch fallback kernels); MUSA.
+- ``"native"``: ``forward_native`` eagerly; NPU (never compiled), XPU, MPS, CPU.
+
+A layer runs ``"native"`` instead when its default is switched off or unavailable: fused kernels off
+(``WANRT_DISABLE_FUSED_KERNELS=1`` / ``kernels.set_fused_kernels(False)``) or Triton missing;
+per-layer compile off (``WANRT_DISABLE_LAYER_COMPILE=1`` / ``set_layer_compile(False)``) or
+unsupported by the platform. Switches apply to layers built afterwards.
 """
 
 from __future__ import annotations
@@ -13,7 +19,12 @@ import os
 import torch
 from torch import nn
 
-from ...kernels import current_platform, fused_kernels_enabled, triton_usable
+from ...kernels import Platform, current_platform, fused_kernels_enabled, triton_usable
+
+POLICY: dict[str, str] = {
+    "cuda": "triton", "rocm": "triton", "musa": "compiled-native",
+    "npu": "native", "xpu": "native", "mps": "native", "cpu": "native",
+}
 
 _layer_compile = os.environ.get("WANRT_DISABLE_LAYER_COMPILE", "0") not in ("1", "true", "yes")
 
@@ -29,15 +40,30 @@ def layer_compile_enabled() -> bool:
 
 
 class CustomOp(nn.Module):
-    """A module whose ``forward`` is bound once to ``forward_<platform>``.
+    """A module whose ``forward`` is bound once, at construction, to its platform's implementation.
 
-    Subclasses implement ``forward_native`` (pure torch, compile-friendly) and, if they have one,
-    ``forward_fused`` (Triton kernels). ``self.impl`` names the choice for reports.
+    Subclasses implement ``forward_native`` (pure torch, compile-friendly) and, where a fused
+    kernel exists, ``forward_fused``. ``self.impl`` names the choice (see ``POLICY``).
     """
+
+    layer_types: list[type[CustomOp]] = []  # every subclass, for implementation_report()
+    forward_fused = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        CustomOp.layer_types.append(cls)
 
     def __init__(self) -> None:
         super().__init__()
-        self.impl, self._forward_method = self.dispatch_forward()
+        self.impl = self.choose_impl()
+        if self.impl == "triton":
+            self._forward_method = self.forward_fused
+        elif self.impl == "compiled-native":
+            # One code object for all instances: layers of the same config share the compiled
+            # graph (Dynamo guards on their attributes, not their identity).
+            self._forward_method = torch.compile(self.forward_native)
+        else:
+            self._forward_method = self.forward_native
 
     def forward(self, *args, **kwargs):
         return self._forward_method(*args, **kwargs)
@@ -45,35 +71,29 @@ class CustomOp(nn.Module):
     def forward_native(self, *args, **kwargs):
         raise NotImplementedError
 
-    forward_fused = None  # subclasses with Triton kernels define it
-
-    def dispatch_forward(self):
-        """``(impl_name, bound_method)`` for the current platform and switches."""
-        platform = current_platform()
-        fused = (self.forward_fused is not None and fused_kernels_enabled()
-                 and triton_usable(platform))
-        if platform.name in ("cuda", "rocm") and fused:
-            return "triton", self.forward_fused
-        if platform.name == "musa" and platform.compile and _layer_compile:
-            return "compiled-native", torch.compile(self.forward_native, dynamic=True)
-        return "native", self.forward_native
+    @classmethod
+    def choose_impl(cls, platform: Platform | None = None) -> str:
+        """The implementation this layer type runs on ``platform`` under the current switches."""
+        platform = platform or current_platform()
+        default = POLICY[platform.name]
+        if (default == "triton" and cls.forward_fused is not None and fused_kernels_enabled()
+                and triton_usable(platform)):
+            return "triton"
+        if default == "compiled-native" and _layer_compile and platform.compile:
+            return "compiled-native"
+        return "native"
 
 
 def implementation_report(model: nn.Module | None = None) -> dict[str, str]:
-    """Which implementation each layer type uses on this platform: ``{class name: impl}``.
+    """``{layer class name: implementation}`` on the current platform.
 
-    With ``model``, its CustomOp layers are inspected; otherwise one of each known layer is built.
+    Without ``model``: what each layer type would run if built now. With ``model``: what its
+    layers actually run (instances built under different switches are listed comma-separated).
     """
     if model is None:
-        from . import norms, rotary  # noqa: F401 (register subclasses)
-        layers = [cls(*cls.example_args) for cls in _all_subclasses(CustomOp)
-                  if hasattr(cls, "example_args")]
-    else:
-        layers = [m for m in model.modules() if isinstance(m, CustomOp)]
-    return {type(m).__name__: m.impl for m in layers}
-
-
-def _all_subclasses(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _all_subclasses(sub)
+        return {cls.__name__: cls.choose_impl() for cls in CustomOp.layer_types}
+    impls: dict[str, set[str]] = {}
+    for m in model.modules():
+        if isinstance(m, CustomOp):
+            impls.setdefault(type(m).__name__, set()).add(m.impl)
+    return {name: ", ".join(sorted(s)) for name, s in impls.items()}

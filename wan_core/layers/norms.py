@@ -13,8 +13,6 @@ class NormModulate(CustomOp):
     """``LN(x) * (1 + scale) + shift``; x ``[B, L, C]``; shift/scale ``[B,1,C]``, ``[B,F,1,C]``,
     ``[B,L,C]`` or None. Affine LN parameters only when ``affine=True``."""
 
-    example_args = (8,)
-
     def __init__(self, dim: int, eps: float = 1e-6, affine: bool = False):
         super().__init__()
         self.eps = eps
@@ -47,8 +45,6 @@ class GatedResidualNormModulate(NormModulate):
 class GatedResidual(CustomOp):
     """``residual + gate * x`` (the seed's MulAdd)."""
 
-    example_args = ()
-
     def forward_native(self, residual, x, gate=None):
         return kernels.gated_residual(residual, x, gate, impl="torch")
 
@@ -58,8 +54,6 @@ class GatedResidual(CustomOp):
 
 class RMSNorm(CustomOp):
     """RMSNorm over the last dim with a learned weight ``[C]`` (Wan's q/k norm across heads)."""
-
-    example_args = (8,)
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()

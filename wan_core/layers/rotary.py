@@ -9,8 +9,6 @@ from .custom_op import CustomOp
 class RotaryEmbedding(CustomOp):
     """Rotate q or k ``[B, L, H, D]`` by the angles of a ``wan_rope_cos_sin`` table ``[L, D/2]``."""
 
-    example_args = ()
-
     def forward_native(self, x, cos, sin):
         return kernels.rotary_embedding(x, cos, sin, impl="torch")
 
