@@ -1,0 +1,408 @@
+"""The host adapter: the one interface WanRT nodes use for model files, output folders, progress,
+interrupts and devices.
+
+Nodes call ``current()`` and use the returned :class:`Host`::
+
+    path = host.current().model_path("vae", vae_name)
+    bar = host.current().progress(steps)
+
+Inside ComfyUI (detected when first asked: ``folder_paths`` is already imported) the calls go to
+``folder_paths``, ``comfy.utils.ProgressBar`` and ``comfy.model_management``. Headless they go to
+a :class:`HeadlessHost`: model folders under ``--models-dir`` / ``$WANRT_MODELS_DIR`` / an
+``extra_model_paths.yaml``, tqdm progress bars and an interrupt flag. Nothing here imports
+ComfyUI (or torch) at module import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import os
+import posixpath
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+
+# Folder kinds of ComfyUI's folder_paths that WanRT reads, with the sub-folders of a models
+# directory searched for each (ComfyUI's defaults, in its order).
+MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "diffusion_models": ("unet", "diffusion_models"),
+    "text_encoders": ("text_encoders", "clip"),
+    "vae": ("vae",),
+    "clip_vision": ("clip_vision",),
+    "loras": ("loras",),
+}
+# ComfyUI's legacy names (folder_paths.map_legacy).
+FOLDER_ALIASES = {"unet": "diffusion_models", "clip": "text_encoders"}
+# folder_paths.supported_pt_extensions
+MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
+
+ProgressHook = Callable[[int, int, object], None]
+
+
+class ModelNotFoundError(ValueError):
+    """A model file is in none of the folders of its kind; the message names the folders."""
+
+    def __init__(self, folder: str, filename: str, searched: list[str]):
+        where = ", ".join(searched) if searched else (
+            "no folders are configured (pass --models-dir, set WANRT_MODELS_DIR or use "
+            "--extra-model-paths)")
+        super().__init__(f"model file {filename!r} not found in the {folder!r} folders: {where}")
+        self.folder, self.filename, self.searched = folder, filename, searched
+
+
+class Interrupted(Exception):
+    """The run was interrupted (``Host.interrupt()`` or Ctrl-C)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedFile:
+    """Where a node writes one output file, and the ComfyUI ``ui`` entry that points at it."""
+
+    path: str
+    filename: str
+    subfolder: str
+    type: str  # "output" | "temp"
+
+    def ui(self) -> dict[str, str]:
+        return {"filename": self.filename, "subfolder": self.subfolder, "type": self.type}
+
+
+def check_filename_prefix(prefix: str) -> None:
+    """Reject a ``filename_prefix`` that could leave the output directory (absolute or ``..``)."""
+    parts = prefix.replace("\\", "/").split("/")
+    if not prefix or prefix.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", prefix) or ".." in parts:
+        raise ValueError(f"filename_prefix {prefix!r} must be a relative path inside the output "
+                         "directory (no '..', not absolute, not empty)")
+
+
+def canonical_folder(folder: str) -> str:
+    return FOLDER_ALIASES.get(folder, folder)
+
+
+class Host:
+    """What nodes may ask of their environment. Two implementations: ComfyHost, HeadlessHost."""
+
+    # Called on every progress update with (value, total, preview) by hosts that draw their own
+    # progress (headless); the runner sets it to forward progress events.
+    on_progress: ProgressHook | None = None
+
+    def model_folders(self, folder: str) -> list[str]:
+        """Directories searched for ``folder`` ("diffusion_models", "vae", "unet", ...)."""
+        raise NotImplementedError
+
+    def model_files(self, folder: str) -> list[str]:
+        """Sorted relative paths (forward slashes) of the model files of ``folder``."""
+        raise NotImplementedError
+
+    def model_path(self, folder: str, filename: str) -> str:
+        """Full path of ``filename`` in ``folder``; raises ModelNotFoundError naming the folders."""
+        raise NotImplementedError
+
+    def output_dir(self) -> str:
+        raise NotImplementedError
+
+    def input_dir(self) -> str:
+        raise NotImplementedError
+
+    def temp_dir(self) -> str:
+        raise NotImplementedError
+
+    def save_path(self, filename_prefix: str, extension: str, *, temp: bool = False) -> SavedFile:
+        """A new numbered file ``<prefix>_00001_.<ext>`` inside the output (or temp) directory."""
+        raise NotImplementedError
+
+    def progress(self, total: int):
+        """A progress bar with ``update(n)`` and ``update_absolute(value, total, preview)``."""
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Ask the running node to stop at its next progress update (or before the next node)."""
+        raise NotImplementedError
+
+    def clear_interrupt(self) -> None:
+        raise NotImplementedError
+
+    def throw_if_interrupted(self) -> None:
+        raise NotImplementedError
+
+    def is_interrupt(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means "the user stopped the run" rather than a failure."""
+        raise NotImplementedError
+
+    def device(self):
+        """The torch device to compute on."""
+        raise NotImplementedError
+
+    def offload_device(self):
+        """The torch device to park weights on when they are not in use."""
+        raise NotImplementedError
+
+
+class ComfyHost(Host):
+    """Delegates to ComfyUI's ``folder_paths``, ``comfy.utils`` and ``comfy.model_management``."""
+
+    @staticmethod
+    def _comfy(module: str):
+        return importlib.import_module(module)
+
+    def model_folders(self, folder):
+        return list(self._comfy("folder_paths").get_folder_paths(canonical_folder(folder)))
+
+    def model_files(self, folder):
+        return list(self._comfy("folder_paths").get_filename_list(canonical_folder(folder)))
+
+    def model_path(self, folder, filename):
+        path = self._comfy("folder_paths").get_full_path(canonical_folder(folder), filename)
+        if path is None:
+            raise ModelNotFoundError(folder, filename, self.model_folders(folder))
+        return path
+
+    def output_dir(self):
+        return self._comfy("folder_paths").get_output_directory()
+
+    def input_dir(self):
+        return self._comfy("folder_paths").get_input_directory()
+
+    def temp_dir(self):
+        return self._comfy("folder_paths").get_temp_directory()
+
+    def save_path(self, filename_prefix, extension, *, temp=False):
+        check_filename_prefix(filename_prefix)
+        root = self.temp_dir() if temp else self.output_dir()
+        folder, name, counter, subfolder, _ = self._comfy("folder_paths").get_save_image_path(
+            filename_prefix, root)
+        filename = f"{name}_{counter:05}_.{extension}"
+        return SavedFile(os.path.join(folder, filename), filename, subfolder, "temp" if temp else "output")
+
+    def progress(self, total):
+        return self._comfy("comfy.utils").ProgressBar(total)
+
+    def interrupt(self):
+        self._comfy("comfy.model_management").interrupt_current_processing(True)
+
+    def clear_interrupt(self):
+        self._comfy("comfy.model_management").interrupt_current_processing(False)
+
+    def throw_if_interrupted(self):
+        self._comfy("comfy.model_management").throw_exception_if_processing_interrupted()
+
+    def is_interrupt(self, exc):
+        return isinstance(exc, self._comfy("comfy.model_management").InterruptProcessingException)
+
+    def device(self):
+        return self._comfy("comfy.model_management").get_torch_device()
+
+    def offload_device(self):
+        return self._comfy("comfy.model_management").unet_offload_device()
+
+
+class TqdmProgress:
+    """Headless progress bar with ComfyUI's ProgressBar interface; checks the interrupt flag."""
+
+    def __init__(self, total: int, host: HeadlessHost):
+        from tqdm.auto import tqdm
+
+        self.total, self.current, self._host = total, 0, host
+        self._bar = tqdm(total=total, disable=not host.show_progress, leave=False, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        self.update_absolute(self.current + n)
+
+    def update_absolute(self, value: int, total: int | None = None, preview=None) -> None:
+        self._host.throw_if_interrupted()
+        if total is not None:
+            self.total = self._bar.total = total
+        self.current = min(value, self.total)
+        self._bar.n = self.current
+        self._bar.refresh()
+        if self.current >= self.total:
+            self._bar.close()
+        if self._host.on_progress is not None:
+            self._host.on_progress(self.current, self.total, preview)
+
+
+class HeadlessHost(Host):
+    """Model folders, output/input/temp directories, tqdm progress and an interrupt flag."""
+
+    def __init__(self, model_folders: dict[str, list[str]] | None = None, *, output_dir="output",
+                 input_dir="input", temp_dir=None, show_progress: bool = True):
+        self._folders: dict[str, list[str]] = {}
+        for folder, paths in (model_folders or {}).items():
+            for path in paths:
+                self.add_model_folder(folder, path)
+        self._output = os.path.abspath(output_dir)
+        self._input = os.path.abspath(input_dir)
+        self._temp = os.path.abspath(temp_dir or os.path.join(tempfile.gettempdir(), "wanrt"))
+        self.show_progress = show_progress
+        self._interrupt = threading.Event()
+
+    @classmethod
+    def from_paths(cls, models_dir=None, extra_model_paths=None, **kwargs) -> HeadlessHost:
+        """``models_dir`` (default ``$WANRT_MODELS_DIR``) laid out like ComfyUI's ``models/``,
+        then the folders of an ``extra_model_paths.yaml``; other arguments as for __init__."""
+        host = cls(**kwargs)
+        models_dir = models_dir or os.environ.get("WANRT_MODELS_DIR")
+        if models_dir:
+            if not os.path.isdir(models_dir):
+                raise ValueError(f"models directory {str(models_dir)!r} does not exist")
+            for folder, subdirs in MODEL_FOLDERS.items():
+                for sub in subdirs:
+                    host.add_model_folder(folder, os.path.join(models_dir, sub))
+        if extra_model_paths:
+            for folder, path, is_default in read_extra_model_paths(extra_model_paths):
+                host.add_model_folder(folder, path, is_default=is_default)
+        return host
+
+    def add_model_folder(self, folder: str, path, *, is_default: bool = False) -> None:
+        """Like folder_paths.add_model_folder_path: legacy names mapped, a default goes first."""
+        paths = self._folders.setdefault(canonical_folder(folder), [])
+        path = os.path.abspath(path)
+        if path in paths:
+            paths.remove(path)
+        if is_default:
+            paths.insert(0, path)
+        else:
+            paths.append(path)
+
+    def model_folders(self, folder):
+        folder = canonical_folder(folder)
+        if folder not in self._folders and folder not in MODEL_FOLDERS:
+            raise ValueError(f"unknown model folder {folder!r}; known: "
+                             f"{sorted(set(MODEL_FOLDERS) | set(self._folders) | set(FOLDER_ALIASES))}")
+        return list(self._folders.get(folder, []))
+
+    def model_files(self, folder):
+        found: dict[str, None] = {}
+        for root in self.model_folders(folder):
+            for dirpath, _, filenames in os.walk(root, followlinks=True):
+                for name in filenames:
+                    if os.path.splitext(name)[1].lower() in MODEL_EXTENSIONS:
+                        rel = os.path.relpath(os.path.join(dirpath, name), root)
+                        found[rel.replace(os.sep, "/")] = None
+        return sorted(found)
+
+    def model_path(self, folder, filename):
+        searched = self.model_folders(folder)
+        # Normalised as if rooted, so "../x" cannot leave the folder (as folder_paths does).
+        rel = posixpath.normpath("/" + str(filename).replace("\\", "/")).lstrip("/")
+        for root in searched:
+            path = os.path.join(root, *rel.split("/"))
+            if rel and os.path.isfile(path):
+                return path
+        raise ModelNotFoundError(folder, filename, searched)
+
+    def output_dir(self):
+        return self._output
+
+    def input_dir(self):
+        return self._input
+
+    def temp_dir(self):
+        return self._temp
+
+    def save_path(self, filename_prefix, extension, *, temp=False):
+        check_filename_prefix(filename_prefix)
+        root = os.path.realpath(self.temp_dir() if temp else self.output_dir())
+        subfolder, name = posixpath.split(filename_prefix.replace("\\", "/"))
+        folder = os.path.realpath(os.path.join(root, subfolder))
+        if os.path.commonpath([root, folder]) != root:  # e.g. through a symlink
+            raise ValueError(f"filename_prefix {filename_prefix!r} leaves the directory {root}")
+        os.makedirs(folder, exist_ok=True)
+        taken = re.compile(re.escape(name) + r"_(\d+)_\.")
+        counters = [int(m.group(1)) for f in os.listdir(folder) if (m := taken.match(f))]
+        filename = f"{name}_{max(counters, default=0) + 1:05}_.{extension}"
+        return SavedFile(os.path.join(folder, filename), filename, subfolder, "temp" if temp else "output")
+
+    def progress(self, total):
+        return TqdmProgress(total, self)
+
+    def interrupt(self):
+        self._interrupt.set()
+
+    def clear_interrupt(self):
+        self._interrupt.clear()
+
+    def throw_if_interrupted(self):
+        if self._interrupt.is_set():
+            self._interrupt.clear()
+            raise Interrupted("interrupted")
+
+    def is_interrupt(self, exc):
+        return isinstance(exc, (Interrupted, KeyboardInterrupt))
+
+    def device(self):
+        from ..kernels import current_platform
+
+        return current_platform().device()
+
+    def offload_device(self):
+        import torch
+
+        return torch.device("cpu")
+
+
+def read_extra_model_paths(path) -> list[tuple[str, str, bool]]:
+    """``(folder, directory, is_default)`` entries of a ComfyUI ``extra_model_paths.yaml``.
+
+    Each top-level section may set ``base_path`` (``~`` and ``$VARS`` expanded, relative to the
+    YAML file's directory) and ``is_default``; every other key is a folder name whose value holds
+    one directory per line, relative to ``base_path`` (or to the YAML file's directory).
+    """
+    try:
+        import yaml
+    except ImportError as e:
+        raise ImportError(f"reading {path} needs PyYAML: pip install pyyaml") from e
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected sections of 'folder: paths' mappings, got {type(config).__name__}")
+    yaml_dir = os.path.dirname(os.path.abspath(path))
+    entries = []
+    for section, conf in config.items():
+        if conf is None:
+            continue
+        if not isinstance(conf, dict):
+            raise ValueError(f"{path}: section {section!r} must be a mapping of folder names to paths")
+        conf = dict(conf)
+        base = conf.pop("base_path", None)
+        if base is not None:
+            base = os.path.join(yaml_dir, os.path.expandvars(os.path.expanduser(str(base))))
+        is_default = bool(conf.pop("is_default", False))
+        for folder, value in conf.items():
+            for line in str(value).splitlines():
+                line = line.strip()
+                if line:
+                    entries.append((folder, os.path.normpath(os.path.join(base or yaml_dir, line)), is_default))
+    return entries
+
+
+_active: Host | None = None
+_default: Host | None = None
+
+
+def current() -> Host:
+    """The host of the running code: the one activated by the runner, else ComfyUI's when ComfyUI
+    is loaded, else a headless host configured from the environment."""
+    global _default
+    if _active is not None:
+        return _active
+    if "folder_paths" in sys.modules:
+        return ComfyHost()
+    if _default is None:
+        _default = HeadlessHost.from_paths()
+    return _default
+
+
+@contextlib.contextmanager
+def activate(host: Host) -> Iterator[Host]:
+    """Make ``host`` what ``current()`` returns inside the ``with`` block."""
+    global _active
+    previous, _active = _active, host
+    try:
+        yield host
+    finally:
+        _active = previous
