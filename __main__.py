@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="exercise the kernels and print what this platform picked")
     tiny = sub.add_parser("make-tiny", help="write tiny random checkpoints in every real layout")
     tiny.add_argument("outdir")
+    from .runner.cli import add_arguments as add_run_arguments
+    add_run_arguments(sub.add_parser("run", help="run a ComfyUI workflow (UI or API JSON) headless"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in make_tiny(args.outdir):
             print(path)
         return 0
+    if args.command == "run":
+        from .runner.cli import run
+        return run(args)
     return 2
 
 

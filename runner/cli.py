@@ -1,0 +1,113 @@
+"""``python -m wanrt run WORKFLOW.json``: run a workflow headless and report outputs and timings.
+
+Exit status: 0 success, 1 rejected by validation or a node failed, 2 unreadable workflow or bad
+arguments, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workflow", help="workflow JSON, UI format (as the ComfyUI frontend saves it) or API format")
+    parser.add_argument("--models-dir", help="a ComfyUI-style models folder (diffusion_models/, text_encoders/, "
+                                             "vae/, clip_vision/, ...); default $WANRT_MODELS_DIR")
+    parser.add_argument("--extra-model-paths", metavar="YAML", help="ComfyUI extra_model_paths.yaml naming more "
+                                                                    "model folders")
+    parser.add_argument("--output-dir", default="output", help="where output files go (default: ./output)")
+    parser.add_argument("--input-dir", default="input", help="where input images are read (default: ./input)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.input=VALUE",
+                        help="override an input, e.g. --set 3.seed=42; VALUE is JSON (42, 1.5, true, \"text\", "
+                             "[\"4\", 0] for a link) or else taken as a string; repeatable")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"--set {item!r}: expected NODE_ID.input=VALUE")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..nodes.host import HeadlessHost
+    from . import Executor, PromptError, load_workflow
+
+    try:
+        workflow = load_workflow(args.workflow)
+        overrides = parse_overrides(args.overrides)
+        host = HeadlessHost.from_paths(args.models_dir, args.extra_model_paths, output_dir=args.output_dir,
+                                       input_dir=args.input_dir, show_progress=not args.no_progress)
+    except (OSError, ValueError, ImportError) as e:
+        print(f"wanrt run: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    executor = Executor(host)
+    start = time.perf_counter()
+    try:
+        prompt = executor.prepare(workflow, overrides)
+        executor.on_event = _Printer(prompt)
+        result = executor.run(prompt)
+    except PromptError as e:
+        print(f"wanrt run: {args.workflow} was rejected before running:\n{e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("wanrt run: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _report(result, prompt, time.perf_counter() - start)
+    return {"success": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
+
+
+class _Printer:
+    """Prints one line per node as it starts (progress bars come from the host)."""
+
+    def __init__(self, prompt: dict):
+        self.prompt = prompt
+
+    def __call__(self, event: str, data: dict) -> None:
+        if event == "executing" and data["node"] is not None:
+            print(f"node {data['node']} ({_describe(self.prompt, data['node'])})", file=sys.stderr)
+        elif event == "execution_cached" and data["nodes"]:
+            print(f"cached: {', '.join(data['nodes'])}", file=sys.stderr)
+
+
+def _describe(prompt: dict, node_id: str) -> str:
+    node = prompt[node_id]
+    title = (node.get("_meta") or {}).get("title")
+    return node["class_type"] + (f" '{title}'" if title and title != node["class_type"] else "")
+
+
+def _report(result, prompt: dict, seconds: float) -> None:
+    if result.outputs:
+        print("outputs:")
+        for node_id, ui in result.outputs.items():
+            for key, items in ui.items():
+                shown = [f"{i.get('subfolder') + '/' if i.get('subfolder') else ''}{i['filename']}"
+                         if isinstance(i, dict) and "filename" in i else i for i in items]
+                print(f"  node {node_id} ({_describe(prompt, node_id)}) {key}: {', '.join(map(str, shown))}")
+    for path in result.files:
+        print(f"wrote {path}")
+    print("time per node:")
+    for node_id, took in result.timings.items():
+        print(f"  {took:8.2f} s  node {node_id} ({_describe(prompt, node_id)})")
+    if result.cached:
+        print(f"  {'cached':>10}  nodes {', '.join(result.cached)}")
+    if result.status == "error":
+        err = result.error
+        print(f"wanrt run: node {err['node_id']} ({_describe(prompt, err['node_id'])}) failed: "
+              f"{err['exception_type']}: {err['exception_message']}", file=sys.stderr)
+    elif result.status == "interrupted":
+        print(f"wanrt run: interrupted at node {result.error['node_id']}", file=sys.stderr)
+    else:
+        print(f"done in {seconds:.2f} s")

@@ -1,0 +1,36 @@
+"""ComfyUI-shaped prompt errors: ``{"error": {...}, "node_errors": {node_id: {...}}}``."""
+
+from __future__ import annotations
+
+
+def error(type: str, message: str, details: str = "", **extra_info) -> dict:
+    """One error object as ComfyUI sends it: ``{"type", "message", "details", "extra_info"}``."""
+    return {"type": type, "message": message, "details": details, "extra_info": extra_info}
+
+
+class PromptError(ValueError):
+    """A workflow that cannot run. ``to_dict()`` is the body ComfyUI answers ``POST /prompt`` with."""
+
+    def __init__(self, error: dict, node_errors: dict | None = None):
+        self.error = error
+        self.node_errors = node_errors or {}
+        super().__init__(format_prompt_error(self.error, self.node_errors))
+
+    def to_dict(self) -> dict:
+        return {"error": self.error, "node_errors": self.node_errors}
+
+
+def format_prompt_error(error: dict, node_errors: dict) -> str:
+    """Readable text: the prompt-level error, then one line per node error."""
+    head = error["message"]
+    if error.get("details") and not node_errors:
+        head += f": {error['details']}"
+    lines = [head]
+    for node_id, entry in node_errors.items():
+        for e in entry["errors"]:
+            where = f"node {node_id} ({entry['class_type']})"
+            if e.get("extra_info", {}).get("input_name"):
+                where += f" input '{e['extra_info']['input_name']}'"
+            detail = f" [{e['details']}]" if e.get("details") else ""
+            lines.append(f"  {where}: {e['message']}{detail}")
+    return "\n".join(lines)
