@@ -13,8 +13,10 @@ from safetensors.torch import save_file
 from wanrt.wan_core import CheckpointError, load_clip_vision
 from wanrt.wan_core.clip_vision import CLIPVisionConfig, CLIPVisionEncoder
 from wanrt.wan_core.tiny import clip_vision as tiny
+from wanrt.wan_core.tiny.text_encoder import DIFFUSERS_PIPELINES
 
 TOL = 1e-5
+DIFFUSERS = f"diffusers/{DIFFUSERS_PIPELINES[0]}"
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +32,10 @@ def images():
 
 
 def test_matches_transformers_penultimate_hidden_state(tiny_dir, images):
-    from transformers import CLIPVisionModelWithProjection
+    from transformers import CLIPVisionModel
 
     clip = load_clip_vision(tiny_dir / "clip_vision/clip_vision_h.safetensors")
-    hf = CLIPVisionModelWithProjection.from_pretrained(tiny_dir / "diffusers/image_encoder",
+    hf = CLIPVisionModel.from_pretrained(tiny_dir / DIFFUSERS / "image_encoder",
                                                        dtype=torch.float32).eval()
     pixels = clip.preprocess(images)
     with torch.no_grad():
@@ -59,7 +61,7 @@ def test_every_layout_loads_the_same_tower(tiny_dir, tmp_path, images):
     """ComfyUI fp16 file, diffusers folder (fp32) and the official full-CLIP .pth (fused qkv,
     ``textual.*``) hold the same fp16-exact weights: outputs must be identical."""
     reference = load_clip_vision(tiny_dir / "clip_vision/clip_vision_h.safetensors").encode(images)
-    for path in (tiny_dir / "diffusers/image_encoder",
+    for path in (tiny_dir / DIFFUSERS / "image_encoder",
                  tiny_dir / "official/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"):
         assert torch.equal(load_clip_vision(path).encode(images), reference), path
 

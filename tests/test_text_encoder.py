@@ -19,8 +19,10 @@ from wanrt.wan_core import CheckpointError, load_text_encoder
 from wanrt.wan_core.prompts import NEGATIVE_PROMPT, NEGATIVE_PROMPT_FLF2V, NEGATIVE_PROMPT_I2V
 from wanrt.wan_core.text_encoder import UMT5Config, UMT5Encoder, clean_prompt
 from wanrt.wan_core.tiny import text_encoder as tiny
+from wanrt.wan_core.tiny.text_encoder import DIFFUSERS_PIPELINES
 
 TOL = 1e-5
+DIFFUSERS = f"diffusers/{DIFFUSERS_PIPELINES[0]}"
 PROMPTS = ["A cat runs on the  beach at sunset &amp; the camera pans", "dog",
            "  Neon   city street in rain\n at night ", NEGATIVE_PROMPT, ""]
 LONG_PROMPT = " ".join(["golden fox jumps over the river"] * 120)  # > 512 tokens
@@ -63,14 +65,14 @@ def test_matches_transformers_umt5_with_truncation(tiny_dir):
     from transformers import AutoTokenizer, UMT5EncoderModel
 
     prompts = [clean_prompt(p) for p in PROMPTS[:3] + [LONG_PROMPT]]  # HF does not clean
-    hf_tok = AutoTokenizer.from_pretrained(tiny_dir / "diffusers/tokenizer")
+    hf_tok = AutoTokenizer.from_pretrained(tiny_dir / DIFFUSERS / "tokenizer")
     batch = hf_tok(prompts, padding="max_length", max_length=512, truncation=True,
                    return_tensors="pt")
-    hf = UMT5EncoderModel.from_pretrained(tiny_dir / "diffusers/text_encoder",
+    hf = UMT5EncoderModel.from_pretrained(tiny_dir / DIFFUSERS / "text_encoder",
                                           dtype=torch.float32).eval()
     with torch.no_grad():
         ref = hf(**batch).last_hidden_state * batch.attention_mask[..., None]
-    te = load_text_encoder(tiny_dir / "diffusers/text_encoder")  # tokenizer: ../tokenizer
+    te = load_text_encoder(tiny_dir / DIFFUSERS / "text_encoder")  # tokenizer: ../tokenizer
     with pytest.warns(UserWarning, match="prompt 3 has .* tokens; truncated to 512"):
         ours = te.encode(prompts)
     torch.testing.assert_close(ours, ref, atol=TOL, rtol=0)
@@ -95,7 +97,7 @@ def test_every_layout_loads_the_same_encoder(tiny_dir, tmp_path):
     reference = load_text_encoder(tiny_dir / "official/models_t5_umt5-xxl-enc-bf16.pth").encode(PROMPTS)
     for path, kwargs in [(comfy, {}), (tiny_dir / "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", {}),
                          (prefixed, {}), (kijai, {"tokenizer": tokenizer}),
-                         (tiny_dir / "diffusers/text_encoder", {})]:
+                         (tiny_dir / DIFFUSERS / "text_encoder", {})]:
         assert torch.equal(load_text_encoder(path, **kwargs).encode(PROMPTS), reference), path
 
 
@@ -119,7 +121,7 @@ def test_embedded_spiece_and_tokenizer_json_give_the_same_ids(tiny_dir):
     from wanrt.wan_core.text_encoder.tokenizer import UMT5Tokenizer
 
     spiece = UMT5Tokenizer.from_sentencepiece(tiny.train_spiece(), "tiny")
-    json_tok = UMT5Tokenizer.from_tokenizer_json(tiny_dir / "diffusers/tokenizer/tokenizer.json")
+    json_tok = UMT5Tokenizer.from_tokenizer_json(tiny_dir / DIFFUSERS / "tokenizer/tokenizer.json")
     prompts = PROMPTS + [LONG_PROMPT]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -6,7 +6,8 @@ Weights are fp16 values, so the fp16 ComfyUI file and the fp32 official / diffus
 same numbers.
 
 Writes ``clip_vision/clip_vision_h.safetensors`` (transformers ``CLIPVisionModelWithProjection``
-names, fp16, with ``position_ids``), ``diffusers/image_encoder/`` (``CLIPVisionModel`` folder, fp32)
+names, fp16, with ``position_ids``), ``diffusers/<pipeline>/image_encoder/`` (``CLIPVisionModel``
+folder, fp32, in each of the tiny DiT's diffusers pipelines)
 and ``official/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`` (``visual.*`` with fused
 ``to_qkv``, plus a stub ``textual.*`` and ``log_scale`` as in the full XLM-R CLIP file).
 """
@@ -20,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..clip_vision import CLIPVisionConfig
+from .text_encoder import DIFFUSERS_PIPELINES
 
 CONFIG = CLIPVisionConfig(image_size=28, patch_size=14, dim=64, num_heads=16, mlp_dim=256,
                           num_layers=3)  # here: blocks stored; Wan runs num_layers - 1
@@ -88,7 +90,7 @@ def hf_state_dict(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def hf_config(cfg: CLIPVisionConfig = CONFIG) -> dict:
-    return {"architectures": ["CLIPVisionModelWithProjection"], "model_type": "clip_vision_model",
+    return {"architectures": ["CLIPVisionModel"], "model_type": "clip_vision_model",
             "hidden_size": cfg.dim, "intermediate_size": cfg.mlp_dim,
             "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
             "image_size": cfg.image_size, "patch_size": cfg.patch_size,
@@ -100,17 +102,20 @@ def write(outdir: Path, seed: int) -> list[Path]:
     outdir = Path(outdir)
     official = official_state_dict(seed)
     hf = hf_state_dict(official)
-    paths = [outdir / "clip_vision" / "clip_vision_h.safetensors",
-             outdir / "diffusers" / "image_encoder" / "config.json",
-             outdir / "diffusers" / "image_encoder" / "model.safetensors",
-             outdir / "official" / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"]
-    for p in paths:
+    comfy = outdir / "clip_vision" / "clip_vision_h.safetensors"
+    full_clip = outdir / "official" / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+    for p in (comfy, full_clip):
         p.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in hf.items()}, paths[0])
-    paths[1].write_text(json.dumps(hf_config(), indent=1))
-    save_file({k: v for k, v in hf.items() if not k.startswith("visual_projection")}, paths[2],
-              metadata={"format": "pt"})
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in hf.items()}, comfy)
     textual = {"textual.token_embedding.weight": torch.zeros(8, 16),
                "textual.head.0.weight": torch.zeros(16, 16), "log_scale": torch.tensor(4.6052)}
-    torch.save(official | textual, paths[3])
-    return paths
+    torch.save(official | textual, full_clip)
+    written = [comfy, full_clip]
+    for pipeline in DIFFUSERS_PIPELINES:
+        folder = outdir / "diffusers" / pipeline / "image_encoder"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(hf_config(), indent=1))
+        save_file({k: v for k, v in hf.items() if not k.startswith("visual_projection")},
+                  folder / "model.safetensors", metadata={"format": "pt"})
+        written += [folder / "config.json", folder / "model.safetensors"]
+    return written

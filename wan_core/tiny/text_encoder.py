@@ -6,8 +6,9 @@ hold exactly the same numbers and all layouts must load to identical encoders.
 
 Writes ``text_encoders/umt5_xxl_fp16.safetensors`` and ``umt5_xxl_fp8_e4m3fn_scaled.safetensors``
 (ComfyUI: HF names + ``spiece_model``), ``official/models_t5_umt5-xxl-enc-bf16.pth`` with its
-tokenizer in ``official/google/umt5-xxl/``, and ``diffusers/text_encoder/`` +
-``diffusers/tokenizer/`` (transformers ``UMT5EncoderModel`` folder).
+tokenizer in ``official/google/umt5-xxl/``, and ``text_encoder/`` (transformers
+``UMT5EncoderModel`` folder) + ``tokenizer/`` in each ``diffusers/<pipeline>/`` of
+``DIFFUSERS_PIPELINES``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from ..text_encoder.model import UMT5Config
 CONFIG = UMT5Config(vocab_size=384, dim=64, num_heads=4, head_dim=16, ffn_dim=96, num_layers=2,
                     num_buckets=32)
 SPIECE_PIECES = 256
+# The diffusers pipeline folders of the tiny DiT (wan_core/tiny/dit.py); each gets its encoders.
+DIFFUSERS_PIPELINES = ("Wan2.1-I2V-14B-480P-Diffusers", "Wan2.1-FLF2V-14B-720P-Diffusers")
 
 _WORDS = (
     "a an the of in on at over under with and while through beside behind toward cat dog horse "
@@ -184,10 +187,11 @@ def write(outdir: Path, seed: int) -> list[Path]:
     tokenizer = tokenizer_files(spiece)
     written += _write_folder(official / "google" / "umt5-xxl", tokenizer)
 
-    diffusers = outdir / "diffusers"
-    written += _write_folder(diffusers / "text_encoder",
-                             {"config.json": json.dumps(hf_config(), indent=1).encode()})
-    written.append(diffusers / "text_encoder" / "model.safetensors")
-    save_file({k: v.bfloat16() for k, v in hf.items()}, written[-1], metadata={"format": "pt"})
-    written += _write_folder(diffusers / "tokenizer", tokenizer)
+    for pipeline in DIFFUSERS_PIPELINES:
+        diffusers = outdir / "diffusers" / pipeline
+        written += _write_folder(diffusers / "text_encoder",
+                                 {"config.json": json.dumps(hf_config(), indent=1).encode()})
+        written.append(diffusers / "text_encoder" / "model.safetensors")
+        save_file({k: v.bfloat16() for k, v in hf.items()}, written[-1], metadata={"format": "pt"})
+        written += _write_folder(diffusers / "tokenizer", tokenizer)
     return written
