@@ -28,9 +28,10 @@ def format_prompt_error(error: dict, node_errors: dict) -> str:
     lines = [head]
     for node_id, entry in node_errors.items():
         for e in entry["errors"]:
-            where = f"node {node_id} ({entry['class_type']})"
-            if e.get("extra_info", {}).get("input_name"):
-                where += f" input '{e['extra_info']['input_name']}'"
-            detail = f" [{e['details']}]" if e.get("details") else ""
-            lines.append(f"  {where}: {e['message']}{detail}")
+            where, detail = f"node {node_id} ({entry['class_type']})", e.get("details") or ""
+            name = (e.get("extra_info") or {}).get("input_name")
+            if name:
+                where += f" input '{name}'"
+                detail = "" if detail == name else detail.removeprefix(f"{name} - ")
+            lines.append(f"  {where}: {e['message']}" + (f": {detail}" if detail else ""))
     return "\n".join(lines)

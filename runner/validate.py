@@ -156,7 +156,7 @@ def _check_value(inputs: dict, name: str, spec: InputSpec, *, skip_builtin_check
     config = [spec.type, spec.options]
     if isinstance(value, dict) and "__value__" in value:
         value = value["__value__"]
-    if spec.type in _COERCE:
+    if isinstance(spec.type, str) and spec.type in _COERCE:
         try:
             value = _COERCE[spec.type](value)
         except (TypeError, ValueError) as e:
