@@ -13,27 +13,36 @@ import torch
 from . import torch_ops
 from .platforms import current_platform, triton_usable
 
-_fused_enabled = os.environ.get("WANRT_DISABLE_FUSED_KERNELS", "0") not in ("1", "true", "yes")
+_fused_override: bool | None = None  # set by set_fused_kernels; None defers to the environment
 
 
-def set_fused_kernels(enabled: bool) -> None:
-    """Turn the fused (Triton) kernels on or off for layers built afterwards and ``impl=None``."""
-    global _fused_enabled
-    _fused_enabled = bool(enabled)
+def set_fused_kernels(enabled: bool | None) -> None:
+    """Turn the fused (Triton) kernels on or off for layers built afterwards and ``impl=None``;
+    ``None`` defers to ``WANRT_DISABLE_FUSED_KERNELS`` again."""
+    global _fused_override
+    _fused_override = None if enabled is None else bool(enabled)
 
 
 def fused_kernels_enabled() -> bool:
-    return _fused_enabled
+    if _fused_override is not None:
+        return _fused_override
+    return os.environ.get("WANRT_DISABLE_FUSED_KERNELS", "0").lower() not in ("1", "true", "yes")
 
 
 def default_impl() -> str:
     """The implementation ``impl=None`` resolves to on the current platform."""
-    return "triton" if _fused_enabled and triton_usable(current_platform()) else "torch"
+    return "triton" if fused_kernels_enabled() and triton_usable(current_platform()) else "torch"
 
 
-def _resolve(impl: str | None) -> str:
+@torch.compiler.assume_constant_result  # resolved once while tracing: no graph break
+def _default_impl_for(device_type: str) -> str:
+    """``default_impl()`` for tensors on the platform's device, else the torch fallback."""
+    return default_impl() if device_type == current_platform().device_type else "torch"
+
+
+def _resolve(impl: str | None, x: torch.Tensor) -> str:
     if impl is None:
-        return default_impl()
+        return _default_impl_for(x.device.type)
     if impl not in ("triton", "torch"):
         raise ValueError(f"impl must be 'triton', 'torch' or None, got {impl!r}")
     return impl
@@ -104,7 +113,7 @@ def norm_modulate(x, shift, scale, *, eps=1e-6, weight=None, bias=None, impl=Non
     _check_modulation("shift", shift, x)
     _check_modulation("scale", scale, x)
     _check_affine(weight, bias, x)
-    if _resolve(impl) == "triton":
+    if _resolve(impl, x) == "triton":
         return _triton().norm_modulate(x, shift, scale, eps=eps, weight=weight, bias=bias)
     return torch_ops.norm_modulate(x, shift, scale, eps=eps, weight=weight, bias=bias)
 
@@ -118,7 +127,7 @@ def gated_residual_norm_modulate(residual, x, gate, shift, scale, *, eps=1e-6, w
     for name, t in (("gate", gate), ("shift", shift), ("scale", scale)):
         _check_modulation(name, t, residual)
     _check_affine(weight, bias, residual)
-    if _resolve(impl) == "triton":
+    if _resolve(impl, x) == "triton":
         return _triton().gated_residual_norm_modulate(residual, x, gate, shift, scale, eps=eps,
                                                       weight=weight, bias=bias)
     return torch_ops.gated_residual_norm_modulate(residual, x, gate, shift, scale, eps=eps,
@@ -130,7 +139,7 @@ def gated_residual(residual, x, gate, *, impl=None):
     _check_x("residual", residual)
     _check_same("x", x, "residual", residual)
     _check_modulation("gate", gate, residual)
-    if _resolve(impl) == "triton":
+    if _resolve(impl, x) == "triton":
         return _triton().gated_residual(residual, x, gate)
     return torch_ops.gated_residual(residual, x, gate)
 
@@ -139,7 +148,7 @@ def rms_norm(x, weight, *, eps=1e-6, impl=None):
     """RMSNorm over the last dim of ``x: [B, L, C]`` (Wan's q/k norm across all heads)."""
     _check_x("x", x)
     _check_affine(weight, None, x)
-    if _resolve(impl) == "triton":
+    if _resolve(impl, x) == "triton":
         return _triton().rms_norm(x, weight, eps=eps)
     return torch_ops.rms_norm(x, weight, eps=eps)
 
@@ -159,6 +168,6 @@ def rotary_embedding(x, cos, sin, *, impl=None):
                              f"{tuple(x.shape)}, got {_describe(t)}")
     if sin.shape != cos.shape:
         raise ValueError(f"sin has shape {tuple(sin.shape)} but cos has {tuple(cos.shape)}")
-    if _resolve(impl) == "triton":
+    if _resolve(impl, x) == "triton":
         return _triton().rotary_embedding(x, cos, sin)
     return torch_ops.rotary_embedding(x, cos, sin)

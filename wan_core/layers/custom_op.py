@@ -26,17 +26,20 @@ POLICY: dict[str, str] = {
     "npu": "native", "xpu": "native", "mps": "native", "cpu": "native",
 }
 
-_layer_compile = os.environ.get("WANRT_DISABLE_LAYER_COMPILE", "0") not in ("1", "true", "yes")
+_layer_compile: bool | None = None  # set by set_layer_compile; None defers to the environment
 
 
-def set_layer_compile(enabled: bool) -> None:
-    """Allow or forbid per-layer ``torch.compile`` for layers built afterwards."""
+def set_layer_compile(enabled: bool | None) -> None:
+    """Allow or forbid per-layer ``torch.compile`` for layers built afterwards; ``None`` defers to
+    ``WANRT_DISABLE_LAYER_COMPILE`` again."""
     global _layer_compile
-    _layer_compile = bool(enabled)
+    _layer_compile = None if enabled is None else bool(enabled)
 
 
 def layer_compile_enabled() -> bool:
-    return _layer_compile
+    if _layer_compile is not None:
+        return _layer_compile
+    return os.environ.get("WANRT_DISABLE_LAYER_COMPILE", "0").lower() not in ("1", "true", "yes")
 
 
 class CustomOp(nn.Module):
@@ -79,7 +82,7 @@ class CustomOp(nn.Module):
         if (default == "triton" and cls.forward_fused is not None and fused_kernels_enabled()
                 and triton_usable(platform)):
             return "triton"
-        if default == "compiled-native" and _layer_compile and platform.compile:
+        if default == "compiled-native" and layer_compile_enabled() and platform.compile:
             return "compiled-native"
         return "native"
 
