@@ -1,0 +1,314 @@
+"""The Wan DiT (``WanModel`` of Wan 2.1 / 2.2) built from the dispatching layers.
+
+Parameter names are the official ones, so official and ComfyUI files load as they are. Per block,
+with ``(shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff) = modulation + e0``::
+
+    x = x + gate_sa * self_attn(LN1(x) * (1 + scale_sa) + shift_sa)
+    x = x + cross_attn(LN3_affine(x), context)
+    x = x + gate_ff * ffn(LN2(x) * (1 + scale_ff) + shift_ff)
+
+Dtypes: weights and the residual stream ``[B, L, C]`` in the model dtype; the timestep path
+(sinusoid, ``time_embedding``, ``time_projection``, the modulation tables) in fp32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ... import kernels
+from ..attention import attention, get_backend
+from ..checkpoint import FP8_DTYPES
+from ..layers import GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm, RotaryEmbedding
+from .config import DiTConfig
+
+
+def keeps_fp32(name: str) -> bool:
+    """Parameters that stay fp32 whatever the model dtype: the timestep path."""
+    return name.startswith(("time_embedding.", "time_projection.")) or name.endswith("modulation")
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose weight may stay fp8 in memory, dequantised at matmul time as
+    ``weight.to(x.dtype) * weight_scale`` (scale per tensor ``[]`` or per row ``[out]``)."""
+
+    weight_scale: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if w.dtype in FP8_DTYPES:
+            w = w.to(x.dtype)
+            if self.weight_scale is not None:
+                s = self.weight_scale.to(x.dtype)
+                w = w * (s if s.numel() == 1 else s.reshape(-1, 1))
+        return F.linear(x, w, self.bias)
+
+
+class PatchEmbedding(nn.Module):
+    """``Conv3d(in_dim, dim, kernel=stride=patch)`` computed as a matmul over patches, so the
+    output is the contiguous token sequence ``[B, L, dim]`` (tokens in row-major f, h, w order)."""
+
+    def __init__(self, in_dim: int, dim: int, patch_size: tuple[int, int, int]):
+        super().__init__()
+        self.patch_size = patch_size
+        self.weight = nn.Parameter(torch.empty(dim, in_dim, *patch_size))
+        self.bias = nn.Parameter(torch.empty(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, f, h, w = x.shape
+        pt, ph, pw = self.patch_size
+        patches = x.to(self.bias.dtype).view(b, c, f // pt, pt, h // ph, ph, w // pw, pw)
+        patches = patches.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, -1, c * pt * ph * pw)
+        return F.linear(patches, self.weight.flatten(1), self.bias)
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[N] -> [N, dim]`` fp32: ``cat(cos(t w), sin(t w))``, ``w_k = 10000^(-k / (dim/2))``,
+    evaluated in float64 (float32 on devices without it)."""
+    dtype = torch.float32 if t.device.type in ("mps", "musa") else torch.float64
+    half = dim // 2
+    freqs = torch.pow(10000, -torch.arange(half, dtype=dtype, device=t.device) / half)
+    angles = torch.outer(t.to(dtype), freqs)
+    return torch.cat([angles.cos(), angles.sin()], dim=1).float()
+
+
+class _Attention(nn.Module):
+    """q, k, v, o projections with RMSNorm on q and k across all heads."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.backend = "sdpa"
+        self.q, self.k, self.v, self.o = (Linear(dim, dim) for _ in range(4))
+        self.norm_q = RMSNorm(dim, eps)
+        self.norm_k = RMSNorm(dim, eps)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, L, C] -> [B, L, H, C/H]``."""
+        return x.unflatten(2, (self.num_heads, -1))
+
+
+class SelfAttention(_Attention):
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__(dim, num_heads, eps)
+        self.rope = RotaryEmbedding()
+
+    def forward(self, x, cos, sin):
+        """``x: [B, L, C]``, rotary table ``cos, sin: [L, C/H/2]`` -> ``[B, L, C]``."""
+        q = self.rope(self.heads(self.norm_q(self.q(x))), cos, sin)
+        k = self.rope(self.heads(self.norm_k(self.k(x))), cos, sin)
+        out = attention(q, k, self.heads(self.v(x)), backend=self.backend)
+        return self.o(out.flatten(2))
+
+
+class CrossAttention(_Attention):
+    """Attention to the text tokens; with ``image=True`` (Wan 2.1 I2V / FLF2V) also to the CLIP
+    image tokens through ``k_img`` / ``v_img``, the two results summed before ``o``."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float, image: bool):
+        super().__init__(dim, num_heads, eps)
+        if image:
+            self.k_img, self.v_img = Linear(dim, dim), Linear(dim, dim)
+            self.norm_k_img = RMSNorm(dim, eps)
+
+    def forward(self, x, context, context_img=None):
+        """``x: [B, L, C]``, ``context: [B, L_text, C]``, ``context_img: [B, N, C]``."""
+        q = self.heads(self.norm_q(self.q(x)))
+        out = attention(q, self.heads(self.norm_k(self.k(context))), self.heads(self.v(context)),
+                        backend=self.backend)
+        if context_img is not None:
+            k_img = self.heads(self.norm_k_img(self.k_img(context_img)))
+            out = out + attention(q, k_img, self.heads(self.v_img(context_img)),
+                                  backend=self.backend)
+        return self.o(out.flatten(2))
+
+
+class WanBlock(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        dim, eps = config.dim, config.eps
+        self.norm1 = NormModulate(dim, eps)
+        self.self_attn = SelfAttention(dim, config.num_heads, eps)
+        self.norm3 = GatedResidualNormModulate(dim, eps, affine=True)
+        self.cross_attn = CrossAttention(dim, config.num_heads, eps, image=bool(config.image_dim))
+        self.norm2 = GatedResidualNormModulate(dim, eps)
+        self.ffn = nn.Sequential(Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"),
+                                 Linear(config.ffn_dim, dim))
+        self.ffn_residual = GatedResidual()
+        self.modulation = nn.Parameter(torch.empty(1, 6, dim))
+
+    def forward(self, x, e0, context, context_img, rope):
+        """``x: [B, L, C]``; ``e0: [B, 6, S, C]`` fp32 with S = 1, or L for per-token timesteps."""
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
+            self.modulation.unsqueeze(2) + e0).unbind(1)
+        h = self.norm1(x, shift_sa, scale_sa)
+        h, x = self.norm3(x, self.self_attn(h, *rope), gate_sa)
+        h, x = self.norm2(x, self.cross_attn(h, context, context_img), None, shift_ff, scale_ff)
+        return self.ffn_residual(x, self.ffn(h), gate_ff)
+
+
+class Head(nn.Module):
+    """``LN(x) * (1 + scale) + shift`` from the time embedding, then ``[B, L, prod(patch) * out]``."""
+
+    def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, int, int], eps: float):
+        super().__init__()
+        self.norm = NormModulate(dim, eps)
+        self.head = Linear(dim, math.prod(patch_size) * out_dim)
+        self.modulation = nn.Parameter(torch.empty(1, 2, dim))
+
+    def forward(self, x, e):
+        """``x: [B, L, C]``, ``e: [B, S, C]`` fp32 time embedding (S = 1 or L)."""
+        shift, scale = (self.modulation.unsqueeze(2) + e.unsqueeze(1)).unbind(1)
+        return self.head(self.norm(x, shift, scale))
+
+
+class ImageEmbedding(nn.Module):
+    """CLIP tokens ``[B, N, image_dim] -> [B, N, dim]`` (LN, Linear, GELU, Linear, LN). FLF2V first
+    adds a learned position embedding over the first||last image tokens (``N = image_tokens``)."""
+
+    def __init__(self, image_dim: int, dim: int, image_tokens: int | None):
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(image_dim), Linear(image_dim, image_dim), nn.GELU(),
+                                  Linear(image_dim, dim), nn.LayerNorm(dim))
+        self.emb_pos = nn.Parameter(torch.empty(1, image_tokens, image_dim)) if image_tokens else None
+
+    def forward(self, clip_fea):
+        if self.emb_pos is not None:
+            clip_fea = clip_fea + self.emb_pos
+        return self.proj(clip_fea)
+
+
+class WanModel(nn.Module):
+    """Wan DiT. ``model(x, t, context, clip_fea=, y=)`` predicts the flow velocity.
+
+    Built from a :class:`DiTConfig`; weights come from :func:`wan_core.load_dit` (or
+    :func:`init_random_` for tests and benchmarks). Do not ``.to(dtype)`` the whole module: the
+    timestep path must stay fp32 (see :func:`keeps_fp32`).
+    """
+
+    def __init__(self, config: DiTConfig, *, dtype: torch.dtype = torch.float32,
+                 attention_backend: str = "sdpa"):
+        super().__init__()
+        self.config = config
+        dim = config.dim
+        self.patch_embedding = PatchEmbedding(config.in_dim, dim, config.patch_size)
+        self.text_embedding = nn.Sequential(Linear(config.text_dim, dim), nn.GELU(approximate="tanh"),
+                                            Linear(dim, dim))
+        self.time_embedding = nn.Sequential(Linear(config.freq_dim, dim), nn.SiLU(), Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(WanBlock(config) for _ in range(config.num_layers))
+        self.head = Head(dim, config.out_dim, config.patch_size, config.eps)
+        self.img_emb = (ImageEmbedding(config.image_dim, dim, config.image_tokens)
+                        if config.image_dim else None)
+        for name, p in self.named_parameters():
+            p.data = p.data.to(torch.float32 if keeps_fp32(name) else dtype)
+        self.set_attention_backend(attention_backend)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype (weights and residual stream)."""
+        return self.patch_embedding.bias.dtype
+
+    def set_attention_backend(self, name: str) -> None:
+        """Route every attention of the model to the backend ``name`` (see ``wan_core.attention``)."""
+        get_backend(name)
+        for module in self.modules():
+            if isinstance(module, _Attention):
+                module.backend = name
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, *,
+                clip_fea: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow velocity ``[B, out_dim, F, H, W]`` (fp32) for noisy latents ``x``.
+
+        ``x``: ``[B, C_x, F, H, W]``; ``y`` (I2V models): ``[B, in_dim - C_x, F, H, W]``
+        (4 mask + 16 image-latent channels), concatenated to ``x`` on channels.
+        ``t``: ``[B]``, or ``[B, L]`` one timestep per token (TI2V), ``L = F * H/2 * W/2``.
+        ``context``: ``[B, L_text, text_dim]`` text-encoder output (any ``L_text``; Wan pads to 512).
+        ``clip_fea`` (Wan 2.1 I2V / FLF2V): ``[B, N, image_dim]`` CLIP tokens, N = 257 for one
+        image; FLF2V takes first||last image tokens, ``[B, 514, 1280]``.
+        """
+        if y is not None:
+            x = torch.cat([x, y.to(x.dtype)], dim=1)
+        grid = self._check_inputs(x, t, context, clip_fea)
+        x = self.patch_embedding(x)
+
+        steps = t[:, None] if t.dim() == 1 else t  # [B, S], S = 1 or L
+        freq = sinusoidal_embedding(steps.flatten(), self.config.freq_dim).unflatten(0, steps.shape)
+        e = self.time_embedding(freq)  # [B, S, C]
+        e0 = self.time_projection(e).unflatten(2, (6, -1)).transpose(1, 2)  # [B, 6, S, C]
+
+        context = self.text_embedding(context.to(self.dtype))
+        context_img = self.img_emb(clip_fea.to(self.dtype)) if self.img_emb is not None else None
+        rope = kernels.wan_rope_cos_sin(grid, self.config.head_dim, device=x.device)
+        for block in self.blocks:
+            x = block(x, e0, context, context_img, rope)
+        return self.unpatchify(self.head(x, e), grid).float()
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """``[B, L, pt*ph*pw*C] -> [B, C, F, H, W]``; per token the outputs are ordered
+        ``(pt, ph, pw, C)`` with C fastest."""
+        f, h, w = grid
+        pt, ph, pw = self.config.patch_size
+        x = x.view(x.shape[0], f, h, w, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.reshape(x.shape[0], -1, f * pt, h * ph, w * pw)
+
+    def _check_inputs(self, x, t, context, clip_fea) -> tuple[int, int, int]:
+        """ValueError for inputs that do not fit this model; returns the token grid (F, H, W)."""
+        cfg = self.config
+        if x.dim() != 5:
+            raise ValueError(f"x must be [B, C, F, H, W], got shape {tuple(x.shape)}")
+        b, c = x.shape[:2]
+        if c != cfg.in_dim:
+            need = (f"x with {cfg.out_dim} channels and y with {cfg.y_dim} (mask + image latent)"
+                    if cfg.y_dim else f"x with {cfg.in_dim} channels")
+            raise ValueError(f"this {cfg.variant} model takes {need}; got {c} channels in all")
+        grid = tuple(n // p for n, p in zip(x.shape[2:], cfg.patch_size))
+        if any(n % p for n, p in zip(x.shape[2:], cfg.patch_size)):
+            raise ValueError(f"x frames/height/width {tuple(x.shape[2:])} must be multiples of "
+                             f"the patch size {cfg.patch_size}")
+        tokens = math.prod(grid)
+        if tuple(t.shape) not in ((b,), (b, tokens)):
+            raise ValueError(f"t must be [{b}] or, one per token, [{b}, {tokens}]; "
+                             f"got shape {tuple(t.shape)}")
+        if context.dim() != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim:
+            raise ValueError(f"context must be [{b}, L_text, {cfg.text_dim}], "
+                             f"got shape {tuple(context.shape)}")
+        if cfg.image_dim is None:
+            if clip_fea is not None:
+                raise ValueError(f"this {cfg.variant} model has no CLIP image branch; "
+                                 f"pass clip_fea=None")
+        else:
+            n = cfg.image_tokens or "N"
+            if (clip_fea is None or clip_fea.dim() != 3 or clip_fea.shape[0] != b
+                    or clip_fea.shape[2] != cfg.image_dim
+                    or (cfg.image_tokens and clip_fea.shape[1] != cfg.image_tokens)):
+                got = None if clip_fea is None else tuple(clip_fea.shape)
+                what = " (first||last image tokens)" if cfg.image_tokens else ""
+                raise ValueError(f"this {cfg.variant} model needs clip_fea [{b}, {n}, "
+                                 f"{cfg.image_dim}]{what}; got {got}")
+        return grid
+
+
+@torch.no_grad()
+def init_random_(model: WanModel, seed: int = 0, std: float = 0.02) -> WanModel:
+    """Fill ``model`` (materialised, any device) with deterministic random weights for tests and
+    benchmarks: ``N(0, std)`` for projections and biases, ``1 + N(0, std)`` for norm scales,
+    ``N(0, 1/dim)`` for the modulation tables and FLF2V position embedding (as the official init)."""
+    norm_types = (nn.LayerNorm, NormModulate, RMSNorm)
+    norm_scales = {id(m.weight) for m in model.modules()
+                   if isinstance(m, norm_types) and m.weight is not None}
+    device = model.patch_embedding.bias.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=generator, device=device)
+        if name.endswith(("modulation", "emb_pos")):
+            noise /= model.config.dim ** 0.5
+        elif id(p) in norm_scales:
+            noise = 1 + std * noise
+        else:
+            noise *= std
+        p.copy_(noise)
+    return model
