@@ -175,6 +175,7 @@ class ComfyHost(Host):
         root = self.temp_dir() if temp else self.output_dir()
         folder, name, counter, subfolder, _ = self._comfy("folder_paths").get_save_image_path(
             filename_prefix, root)
+        os.makedirs(folder, exist_ok=True)
         filename = f"{name}_{counter:05}_.{extension}"
         return SavedFile(os.path.join(folder, filename), filename, subfolder, "temp" if temp else "output")
 
