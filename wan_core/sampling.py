@@ -124,7 +124,7 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
         raise ValueError(f"shape must be (B, C, F_lat, H_lat, W_lat), got {shape}")
     if (low_noise_model is None) != (boundary is None):
         raise ValueError("low_noise_model and boundary go together (Wan 2.2 A14B); "
-                         f"got low_noise_model={'set' if low_noise_model else None}, "
+                         f"got low_noise_model={'set' if low_noise_model is not None else None}, "
                          f"boundary={boundary}")
     cfg_low = cfg if cfg_low is None else cfg_low
     scales = [cfg] + ([cfg_low] if low_noise_model is not None else [])
