@@ -16,6 +16,7 @@ ComfyUI (or torch) at module import time.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import importlib
 import os
@@ -381,7 +382,8 @@ def read_extra_model_paths(path) -> list[tuple[str, str, bool]]:
     return entries
 
 
-_active: Host | None = None
+# Per thread / asyncio task, so a server can validate one prompt while its worker runs another.
+_active: contextvars.ContextVar[Host | None] = contextvars.ContextVar("wanrt_host", default=None)
 _default: Host | None = None
 
 
@@ -389,8 +391,8 @@ def current() -> Host:
     """The host of the running code: the one activated by the runner, else ComfyUI's when ComfyUI
     is loaded, else a headless host configured from the environment."""
     global _default
-    if _active is not None:
-        return _active
+    if _active.get() is not None:
+        return _active.get()
     if "folder_paths" in sys.modules:
         return ComfyHost()
     if _default is None:
@@ -400,10 +402,9 @@ def current() -> Host:
 
 @contextlib.contextmanager
 def activate(host: Host) -> Iterator[Host]:
-    """Make ``host`` what ``current()`` returns inside the ``with`` block."""
-    global _active
-    previous, _active = _active, host
+    """Make ``host`` what ``current()`` returns inside the ``with`` block (in this thread)."""
+    token = _active.set(host)
     try:
         yield host
     finally:
-        _active = previous
+        _active.reset(token)

@@ -36,9 +36,8 @@ def to_api_prompt(workflow: Mapping, node_classes: Mapping[str, type]) -> dict:
         raise PromptError(error(
             "invalid_prompt", "Not a ComfyUI workflow",
             "expected UI JSON with 'nodes' and 'links', or an API prompt {node_id: {class_type, inputs}}"))
-    api = {}
-    for node_id, node in prompt.items():
-        api[str(node_id)] = node = copy.deepcopy(node)
+    api = {str(node_id): copy.deepcopy(node) for node_id, node in prompt.items()}
+    for node in api.values():
         node.setdefault("inputs", {})
     return api
 

@@ -3,8 +3,8 @@ of node outputs that lives across prompts (comfyui.md §3.2).
 
 A node's cache key is its input signature: class, ``IS_CHANGED`` value, its constant inputs and
 the keys of the nodes its links come from. A second prompt that differs only in a sampler's seed
-therefore reruns only the sampler and what depends on it; the model loaders are reused. The cache
-keeps the entries of the latest prompt.
+therefore reruns only the sampler and what depends on it; the model loaders are reused. When a
+prompt starts, the entries it cannot use are dropped (the cache holds one prompt's outputs).
 
 Events go to ``on_event(event, data)`` with ComfyUI's WebSocket names and payloads:
 ``execution_start``, ``execution_cached``, ``executing``, ``progress``, ``executed``,
@@ -23,6 +23,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping
 
+from .. import nodes
 from ..nodes import host as hosts
 from .convert import apply_overrides, to_api_prompt
 from .errors import PromptError, error
@@ -67,14 +68,11 @@ class Executor:
         self.cache_enabled = cache
         self._cache: dict[object, tuple[tuple, dict | None]] = {}  # key -> (outputs, ui)
         self._instances: dict[tuple[str, str], object] = {}
+        self._running: str | None = None  # the node being keyed or executed
 
     @property
     def node_classes(self) -> Mapping[str, type]:
-        if self._node_classes is not None:
-            return self._node_classes
-        from ..nodes import NODE_CLASS_MAPPINGS
-
-        return NODE_CLASS_MAPPINGS
+        return self._node_classes if self._node_classes is not None else nodes.NODE_CLASS_MAPPINGS
 
     def prepare(self, workflow: Mapping, overrides: Mapping[str, object] | None = None) -> dict:
         """The API prompt of a UI or API workflow, with ``{"NODE_ID.input": value}`` overrides."""
@@ -107,68 +105,77 @@ class Executor:
     def execute(self, validation: Validation, *, prompt_id: str | None = None,
                 extra_data: dict | None = None) -> RunResult:
         """Run the valid outputs of ``validation`` and their ancestors."""
-        import torch
-
-        prompt = validation.prompt
         result = RunResult(prompt_id or str(uuid.uuid4()), "success", {}, [], {}, [])
+        prompt = validation.prompt
         order = execution_order(prompt, validation.outputs)
         values: dict[str, tuple] = {}
-        keys: dict[str, object] = {}
-        node_id = None
-        if not self.cache_enabled:
-            self._cache.clear()
+        self._running = None
         self.host.clear_interrupt()
         self.host.on_progress = lambda value, total, preview: self._emit(
-            "progress", {"value": value, "max": total, "prompt_id": result.prompt_id, "node": node_id})
+            "progress", {"value": value, "max": total, "prompt_id": result.prompt_id, "node": self._running})
         self._emit("execution_start", {"prompt_id": result.prompt_id, "timestamp": _now_ms()})
         try:
-            with hosts.activate(self.host), torch.inference_mode():
-                for node_id in order:
-                    keys[node_id] = self._cache_key(prompt, node_id, keys)
-                node_id = None
-                result.cached = [n for n in order if keys[n] in self._cache]
-                self._emit("execution_cached", {"nodes": result.cached, "prompt_id": result.prompt_id,
-                                                "timestamp": _now_ms()})
-                for node_id in order:
-                    if node_id in result.cached:
-                        values[node_id], ui = self._cache[keys[node_id]]
-                    else:
-                        self.host.throw_if_interrupted()
-                        self._emit("executing", {"node": node_id, "display_node": node_id,
-                                                 "prompt_id": result.prompt_id})
-                        start = time.perf_counter()
-                        values[node_id], ui = self._call(prompt, node_id, values, extra_data or {})
-                        result.timings[node_id] = time.perf_counter() - start
-                        self._cache[keys[node_id]] = (values[node_id], ui)
-                    if ui is not None:
-                        result.outputs[node_id] = ui
-                        result.files += self._files(ui)
-                        self._emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                                "prompt_id": result.prompt_id})
+            self._run_nodes(prompt, order, values, result, extra_data or {})
             self._emit("execution_success", {"prompt_id": result.prompt_id, "timestamp": _now_ms()})
         except BaseException as e:
             if not isinstance(e, Exception) and not self.host.is_interrupt(e):
                 raise  # SystemExit and the like
-            executed = [n for n in order if n in values]
-            data = {"prompt_id": result.prompt_id, "node_id": node_id,
-                    "node_type": prompt[node_id]["class_type"] if node_id else None, "executed": executed}
-            if self.host.is_interrupt(e):
-                result.status, result.error = "interrupted", data
-                self._emit("execution_interrupted", data)
-            else:
-                node_inputs = prompt[node_id]["inputs"] if node_id else {}
-                data.update(exception_message=str(e), exception_type=f"{type(e).__module__}.{type(e).__qualname__}",
-                            traceback=traceback.format_tb(e.__traceback__),
-                            current_inputs={k: _short(v) for k, v in node_inputs.items() if not is_link(v)},
-                            current_outputs=executed)
-                result.status, result.error = "error", data
-                self._emit("execution_error", data)
+            self._record_failure(e, prompt, [n for n in order if n in values], result)
         finally:
             self.host.on_progress = None
-            live = set(keys.values())  # keep the latest prompt's entries only
-            self._cache = {k: v for k, v in self._cache.items() if k in live}
         self._emit("executing", {"node": None, "prompt_id": result.prompt_id})
         return result
+
+    def _run_nodes(self, prompt: dict, order: list[str], values: dict[str, tuple], result: RunResult,
+                   extra_data: dict) -> None:
+        import torch
+
+        with hosts.activate(self.host), torch.inference_mode():
+            keys = {}
+            for node_id in order:
+                self._running = node_id
+                keys[node_id] = self._cache_key(prompt, node_id, keys)
+            self._running = None
+            # Keep only what this prompt can reuse, before anything new is loaded.
+            live = set(keys.values())
+            self._cache = {k: v for k, v in self._cache.items() if k in live}
+            result.cached = [n for n in order if keys[n] in self._cache]
+            self._emit("execution_cached", {"nodes": result.cached, "prompt_id": result.prompt_id,
+                                            "timestamp": _now_ms()})
+            for node_id in order:
+                if node_id in result.cached:
+                    values[node_id], ui = self._cache[keys[node_id]]
+                else:
+                    self._running = node_id
+                    self.host.throw_if_interrupted()
+                    self._emit("executing", {"node": node_id, "display_node": node_id,
+                                             "prompt_id": result.prompt_id})
+                    start = time.perf_counter()
+                    values[node_id], ui = self._call(prompt, node_id, values, extra_data)
+                    result.timings[node_id] = time.perf_counter() - start
+                    if self.cache_enabled:
+                        self._cache[keys[node_id]] = (values[node_id], ui)
+                if ui is not None:
+                    result.outputs[node_id] = ui
+                    result.files += self._files(ui)
+                    self._emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
+                                            "prompt_id": result.prompt_id})
+
+    def _record_failure(self, exc: BaseException, prompt: dict, executed: list[str], result: RunResult) -> None:
+        node_id = self._running
+        data = {"prompt_id": result.prompt_id, "node_id": node_id,
+                "node_type": prompt[node_id]["class_type"] if node_id else None, "executed": executed}
+        if self.host.is_interrupt(exc):
+            result.status, result.error = "interrupted", data
+            self._emit("execution_interrupted", data)
+            return
+        inputs = prompt[node_id]["inputs"] if node_id else {}
+        data.update(exception_message=str(exc), exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    traceback=traceback.format_tb(exc.__traceback__),
+                    current_inputs={k: _short(v) for k, v in inputs.items() if not is_link(v)},
+                    current_outputs=executed)
+        result.status, result.error = "error", data
+        self._emit("execution_error", data)
 
     def _cache_key(self, prompt: dict, node_id: str, keys: dict[str, object]) -> object:
         """Class, IS_CHANGED value, constants and upstream keys; the node id too where the node
