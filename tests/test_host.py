@@ -136,6 +136,18 @@ def test_progress_reports_and_checks_the_interrupt_flag():
     h.throw_if_interrupted()  # the flag is consumed by the exception
 
 
+def test_headless_devices_follow_the_platform(monkeypatch):
+    import torch
+
+    from wanrt.kernels import platforms
+
+    monkeypatch.setenv("WANRT_PLATFORM", "cpu")
+    platforms._platform_for.cache_clear()
+    h = HeadlessHost()
+    assert (h.device(), h.offload_device()) == (torch.device("cpu"), torch.device("cpu"))
+    platforms._platform_for.cache_clear()
+
+
 def test_current_is_headless_outside_comfyui_and_activate_overrides(monkeypatch):
     monkeypatch.delitem(sys.modules, "folder_paths", raising=False)
     assert isinstance(host.current(), HeadlessHost)
