@@ -230,12 +230,12 @@ class WanModel(nn.Module):
         ``clip_fea`` (Wan 2.1 I2V / FLF2V): ``[B, N, image_dim]`` CLIP tokens, N = 257 for one
         image; FLF2V takes first||last image tokens, ``[B, 514, 1280]``.
         """
+        grid = self._check_inputs(x, y, t, context, clip_fea)
         if y is not None:
             x = torch.cat([x, y.to(x.dtype)], dim=1)
-        grid = self._check_inputs(x, t, context, clip_fea)
         x = self.patch_embedding(x)
 
-        steps = t[:, None] if t.dim() == 1 else t  # [B, S], S = 1 or L
+        steps = (t[:, None] if t.dim() == 1 else t).to(x.device)  # [B, S], S = 1 or L
         freq = sinusoidal_embedding(steps.flatten(), self.config.freq_dim).unflatten(0, steps.shape)
         e = self.time_embedding(freq)  # [B, S, C]
         e0 = self.time_projection(e).unflatten(2, (6, -1)).transpose(1, 2)  # [B, 6, S, C]
@@ -255,12 +255,17 @@ class WanModel(nn.Module):
         x = x.view(x.shape[0], f, h, w, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.reshape(x.shape[0], -1, f * pt, h * ph, w * pw)
 
-    def _check_inputs(self, x, t, context, clip_fea) -> tuple[int, int, int]:
+    def _check_inputs(self, x, y, t, context, clip_fea) -> tuple[int, int, int]:
         """ValueError for inputs that do not fit this model; returns the token grid (F, H, W)."""
         cfg = self.config
         if x.dim() != 5:
             raise ValueError(f"x must be [B, C, F, H, W], got shape {tuple(x.shape)}")
         b, c = x.shape[:2]
+        if y is not None:
+            if y.dim() != 5 or y.shape[0] != b or y.shape[2:] != x.shape[2:]:
+                raise ValueError(f"y must be [{b}, C_y, {', '.join(map(str, x.shape[2:]))}] like "
+                                 f"x, got shape {tuple(y.shape)}")
+            c += y.shape[1]
         if c != cfg.in_dim:
             need = (f"x with {cfg.out_dim} channels and y with {cfg.y_dim} (mask + image latent)"
                     if cfg.y_dim else f"x with {cfg.in_dim} channels")
