@@ -246,8 +246,8 @@ class WanVAE(nn.Module):
     def _tile_grid(self, tile_size: int, tile_overlap: int) -> tuple[int, int]:
         """Pixel tile size / overlap → latent-grid units."""
         s = self.spatial_compression
-        if tile_size < 2 * s or not 0 <= tile_overlap < tile_size // 2:
-            raise ValueError(f"tile_size must be ≥ {2 * s} px and 0 ≤ tile_overlap < tile_size/2; "
+        if tile_size < 2 * s or not 0 <= tile_overlap <= tile_size // 2:
+            raise ValueError(f"tile_size must be ≥ {2 * s} px and 0 ≤ tile_overlap ≤ tile_size/2; "
                              f"got tile_size={tile_size}, tile_overlap={tile_overlap}")
         return tile_size // s, -(-tile_overlap // s)
 
