@@ -61,7 +61,8 @@ def read_tensors(path):
         path = path / "transformer" if (path / "transformer").is_dir() else path
         files = sorted(path.glob("diffusion_pytorch_model*.safetensors"))
     elif path.name.endswith(".index.json"):
-        files = sorted({path.parent / f for f in json.loads(path.read_text())["weight_map"].values()})
+        shards = json.loads(path.read_text())["weight_map"].values()
+        files = sorted({path.parent / f for f in shards})
     else:
         files = [path]
     return {k: v for f in files for k, v in load_file(f).items()}
@@ -120,8 +121,9 @@ def run_both(model, ref, seed=0):
     if cfg.image_dim:  # diffusers: text padded to 512 tokens; FLF2V images as [2B, N, C]
         context = torch.randn(1, 512, cfg.text_dim, generator=g)
         clip = torch.randn(1, cfg.image_tokens or tiny.IMAGE_TOKENS, cfg.image_dim, generator=g)
-        expected = ref(torch.cat([x, y], 1), t, context, return_dict=False,
-                       encoder_hidden_states_image=clip.view(-1, tiny.IMAGE_TOKENS, cfg.image_dim))[0]
+        images = clip.view(-1, tiny.IMAGE_TOKENS, cfg.image_dim)
+        expected = ref(torch.cat([x, y], 1), t, context, encoder_hidden_states_image=images,
+                       return_dict=False)[0]
         return model(x, t, context, clip_fea=clip, y=y), expected
     context = torch.randn(1, 7, cfg.text_dim, generator=g)
     seq_len = 2 * 2 * 3

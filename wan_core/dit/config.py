@@ -17,6 +17,7 @@ Official names are expected (``formats`` renames diffusers keys first). What the
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,7 +66,8 @@ class DiTConfig:
 
     @property
     def y_dim(self) -> int:
-        """Channels of the conditioning ``y`` concatenated to the noise (I2V: 4 mask + 16 latent)."""
+        """Channels of the conditioning ``y`` concatenated to the noise (I2V: 4 mask + 16
+        image latent)."""
         return self.in_dim - self.out_dim
 
     @property
@@ -90,11 +92,13 @@ class DiTConfig:
         return f"{self.model_type}-{size}"
 
 
-def _shape(ckpt: Checkpoint, key: str) -> tuple[int, ...]:
-    if key not in ckpt:
+def _shape(ckpt: Checkpoint, key: str, required: bool = True) -> tuple[int, ...] | None:
+    if key in ckpt:
+        return ckpt[key].shape
+    if required:
         raise CheckpointError(f"{ckpt.description}: not a complete Wan DiT checkpoint: "
                               f"tensor {key!r} is missing")
-    return ckpt[key].shape
+    return None
 
 
 def detect_config(ckpt: Checkpoint, config_json: Path | None = None) -> DiTConfig:
@@ -105,19 +109,25 @@ def detect_config(ckpt: Checkpoint, config_json: Path | None = None) -> DiTConfi
                 raise CheckpointError(f"{ckpt.description}: this is a {name} checkpoint (tensor "
                                       f"{key!r}); it is not supported, only the Wan 2.1/2.2 "
                                       f"T2V, I2V, FLF2V and TI2V DiTs are")
-    dim, in_dim, *patch = _shape(ckpt, "patch_embedding.weight")
+    patch_weight = _shape(ckpt, "patch_embedding.weight")
+    if len(patch_weight) != 5:
+        raise CheckpointError(f"{ckpt.description}: tensor 'patch_embedding.weight' has shape "
+                              f"{patch_weight}, expected [dim, in_dim, 1, 2, 2]")
+    dim, in_dim, *patch = patch_weight
     blocks = {int(m.group(1)) for k in ckpt if (m := re.match(r"blocks\.(\d+)\.", k))}
+    image_proj = _shape(ckpt, "img_emb.proj.0.weight", required=False)
+    image_pos = _shape(ckpt, "img_emb.emb_pos", required=False)
     config = DiTConfig(
         dim=dim,
         in_dim=in_dim,
-        out_dim=_shape(ckpt, "head.head.weight")[0] // (patch[0] * patch[1] * patch[2]),
+        out_dim=_shape(ckpt, "head.head.weight")[0] // math.prod(patch),
         ffn_dim=_shape(ckpt, "blocks.0.ffn.0.weight")[0],
         num_layers=max(blocks) + 1,
         num_heads=max(dim // 128, 1),
         text_dim=_shape(ckpt, "text_embedding.0.weight")[1],
         freq_dim=_shape(ckpt, "time_embedding.0.weight")[1],
-        image_dim=ckpt["img_emb.proj.0.weight"].shape[0] if "img_emb.proj.0.weight" in ckpt else None,
-        image_tokens=ckpt["img_emb.emb_pos"].shape[1] if "img_emb.emb_pos" in ckpt else None,
+        image_dim=image_proj[0] if image_proj else None,
+        image_tokens=image_pos[1] if image_pos else None,
         patch_size=tuple(patch),
     )
     if config_json is not None and config_json.is_file():

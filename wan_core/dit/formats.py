@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ..checkpoint import Checkpoint, CheckpointError
 
-# Official module (or parameter) path -> diffusers path, outside the blocks and inside ``blocks.N.``.
+# Official module (or parameter) path -> diffusers path; top level, and inside ``blocks.N.``.
 OFFICIAL_TO_DIFFUSERS_TOP = {
     "time_embedding.0": "condition_embedder.time_embedder.linear_1",
     "time_embedding.2": "condition_embedder.time_embedder.linear_2",

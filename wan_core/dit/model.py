@@ -22,7 +22,8 @@ from torch import nn
 from ... import kernels
 from ..attention import attention, get_backend
 from ..checkpoint import FP8_DTYPES
-from ..layers import GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm, RotaryEmbedding
+from ..layers import (GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm,
+                      RotaryEmbedding)
 from .config import DiTConfig
 
 
@@ -151,7 +152,8 @@ class WanBlock(nn.Module):
 
 
 class Head(nn.Module):
-    """``LN(x) * (1 + scale) + shift`` from the time embedding, then ``[B, L, prod(patch) * out]``."""
+    """``LN(x) * (1 + scale) + shift`` (from the time embedding), then the projection to
+    ``[B, L, prod(patch) * out_dim]``."""
 
     def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, int, int], eps: float):
         super().__init__()
@@ -173,7 +175,8 @@ class ImageEmbedding(nn.Module):
         super().__init__()
         self.proj = nn.Sequential(nn.LayerNorm(image_dim), Linear(image_dim, image_dim), nn.GELU(),
                                   Linear(image_dim, dim), nn.LayerNorm(dim))
-        self.emb_pos = nn.Parameter(torch.empty(1, image_tokens, image_dim)) if image_tokens else None
+        self.emb_pos = (nn.Parameter(torch.empty(1, image_tokens, image_dim)) if image_tokens
+                        else None)
 
     def forward(self, clip_fea):
         if self.emb_pos is not None:
@@ -195,9 +198,10 @@ class WanModel(nn.Module):
         self.config = config
         dim = config.dim
         self.patch_embedding = PatchEmbedding(config.in_dim, dim, config.patch_size)
-        self.text_embedding = nn.Sequential(Linear(config.text_dim, dim), nn.GELU(approximate="tanh"),
+        self.text_embedding = nn.Sequential(Linear(config.text_dim, dim),
+                                            nn.GELU(approximate="tanh"), Linear(dim, dim))
+        self.time_embedding = nn.Sequential(Linear(config.freq_dim, dim), nn.SiLU(),
                                             Linear(dim, dim))
-        self.time_embedding = nn.Sequential(Linear(config.freq_dim, dim), nn.SiLU(), Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), Linear(dim, 6 * dim))
         self.blocks = nn.ModuleList(WanBlock(config) for _ in range(config.num_layers))
         self.head = Head(dim, config.out_dim, config.patch_size, config.eps)
@@ -213,20 +217,22 @@ class WanModel(nn.Module):
         return self.patch_embedding.bias.dtype
 
     def set_attention_backend(self, name: str) -> None:
-        """Route every attention of the model to the backend ``name`` (see ``wan_core.attention``)."""
+        """Route every attention of the model to backend ``name`` (see ``wan_core.attention``)."""
         get_backend(name)
         for module in self.modules():
             if isinstance(module, _Attention):
                 module.backend = name
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, *,
-                clip_fea: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+                clip_fea: torch.Tensor | None = None,
+                y: torch.Tensor | None = None) -> torch.Tensor:
         """Flow velocity ``[B, out_dim, F, H, W]`` (fp32) for noisy latents ``x``.
 
         ``x``: ``[B, C_x, F, H, W]``; ``y`` (I2V models): ``[B, in_dim - C_x, F, H, W]``
         (4 mask + 16 image-latent channels), concatenated to ``x`` on channels.
         ``t``: ``[B]``, or ``[B, L]`` one timestep per token (TI2V), ``L = F * H/2 * W/2``.
-        ``context``: ``[B, L_text, text_dim]`` text-encoder output (any ``L_text``; Wan pads to 512).
+        ``context``: ``[B, L_text, text_dim]`` text-encoder output (any ``L_text``; Wan pads to
+        512).
         ``clip_fea`` (Wan 2.1 I2V / FLF2V): ``[B, N, image_dim]`` CLIP tokens, N = 257 for one
         image; FLF2V takes first||last image tokens, ``[B, 514, 1280]``.
         """
@@ -301,7 +307,8 @@ class WanModel(nn.Module):
 def init_random_(model: WanModel, seed: int = 0, std: float = 0.02) -> WanModel:
     """Fill ``model`` (materialised, any device) with deterministic random weights for tests and
     benchmarks: ``N(0, std)`` for projections and biases, ``1 + N(0, std)`` for norm scales,
-    ``N(0, 1/dim)`` for the modulation tables and FLF2V position embedding (as the official init)."""
+    ``N(0, 1/dim)`` for the modulation tables and the FLF2V position embedding (as the official
+    init)."""
     norm_types = (nn.LayerNorm, NormModulate, RMSNorm)
     norm_scales = {id(m.weight) for m in model.modules()
                    if isinstance(m, norm_types) and m.weight is not None}

@@ -10,8 +10,10 @@ file name says.
 Written under ``outdir``::
 
     diffusion_models/<ComfyUI file names>.safetensors
-    official/Wan2.1-T2V-1.3B/, official/Wan2.2-TI2V-5B/ (sharded), official/Wan2.2-I2V-A14B/{high,low}_noise_model/
-    diffusers/Wan2.1-I2V-14B-480P-Diffusers/transformer/, diffusers/Wan2.1-FLF2V-14B-720P-Diffusers/transformer/
+    official/Wan2.1-T2V-1.3B/, official/Wan2.2-TI2V-5B/ (sharded),
+    official/Wan2.2-I2V-A14B/{high,low}_noise_model/
+    diffusers/Wan2.1-I2V-14B-480P-Diffusers/transformer/,
+    diffusers/Wan2.1-FLF2V-14B-720P-Diffusers/transformer/
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ COMFY_FILES: dict[str, tuple[str, str, bool]] = {
     "wan2.2_ti2v_5B_fp16": ("wan2.2_ti2v_5B", "fp16", False),
     "wan2.2_t2v_high_noise_14B_fp16": ("wan2.2_t2v_high_noise_14B", "fp16", False),
     "wan2.2_t2v_low_noise_14B_fp16": ("wan2.2_t2v_low_noise_14B", "fp16", False),
-    "wan2.2_t2v_high_noise_14B_fp8_scaled": ("wan2.2_t2v_high_noise_14B", "fp8_weight_scale", False),
-    "wan2.2_t2v_low_noise_14B_fp8_scaled": ("wan2.2_t2v_low_noise_14B", "fp8_weight_scale", False),
+    "wan2.2_t2v_high_noise_14B_fp8_scaled": ("wan2.2_t2v_high_noise_14B", "fp8_weight_scale",
+                                             False),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled": ("wan2.2_t2v_low_noise_14B", "fp8_weight_scale",
+                                            False),
     "wan2.2_i2v_high_noise_14B_fp16": ("wan2.2_i2v_high_noise_14B", "fp16", False),
     "wan2.2_i2v_low_noise_14B_fp16": ("wan2.2_i2v_low_noise_14B", "fp16", False),
 }
@@ -141,7 +145,8 @@ def _diffusers_config(config: DiTConfig) -> dict:
             "freq_dim": config.freq_dim, "ffn_dim": config.ffn_dim,
             "num_layers": config.num_layers, "cross_attn_norm": True,
             "qk_norm": "rms_norm_across_heads", "eps": config.eps,
-            "image_dim": config.image_dim, "added_kv_proj_dim": config.dim if config.image_dim else None,
+            "image_dim": config.image_dim,
+            "added_kv_proj_dim": config.dim if config.image_dim else None,
             "rope_max_seq_len": 1024, "pos_embed_seq_len": config.image_tokens}
 
 
