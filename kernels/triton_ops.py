@@ -114,8 +114,8 @@ def _rotary_kernel(
 # Launchers
 
 def _num_warps(block: int) -> int:
-    """Enough warps for ~8-16 elements per thread on a row of ``block`` elements."""
-    return 16 if block >= 8192 else 8 if block >= 2048 else 4
+    """~8 elements (a 16-byte bf16 vector) per thread for a tile of ``block`` elements, 1-16 warps."""
+    return max(1, min(16, block // 256))
 
 
 def _channels_contiguous(t: Tensor) -> Tensor:
