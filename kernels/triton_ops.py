@@ -32,10 +32,10 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
-def _modulation_row(ptr, b, l, stride_b, stride_m, group, cols, mask):
-    """fp32 row ``[BLOCK_C]`` of a modulation tensor for token ``(b, l)``."""
-    row = ptr + b.to(tl.int64) * stride_b + (l // group).to(tl.int64) * stride_m
-    return tl.load(row + cols, mask=mask, other=0.0).to(tl.float32)
+def _load_row(ptr, b, r, stride_b, stride_r, cols, mask):
+    """fp32 row ``[BLOCK_C]`` at ``ptr + b*stride_b + r*stride_r`` (channel dim contiguous)."""
+    base = ptr + b.to(tl.int64) * stride_b + r.to(tl.int64) * stride_r
+    return tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -57,13 +57,11 @@ def _row_kernel(
     mask = cols < C
     row = (b.to(tl.int64) * L + l) * C  # offset of this row in the contiguous outputs
 
-    x = tl.load(x_ptr + b.to(tl.int64) * stride_xb + l.to(tl.int64) * stride_xl + cols,
-                mask=mask, other=0.0).to(tl.float32)
+    x = _load_row(x_ptr, b, l, stride_xb, stride_xl, cols, mask)
     if res_ptr is not None:  # x <- residual + gate * x, stored in the residual's dtype
         if gate_ptr is not None:
-            x *= _modulation_row(gate_ptr, b, l, gate_sb, gate_sm, gate_group, cols, mask)
-        x += tl.load(res_ptr + b.to(tl.int64) * stride_rb + l.to(tl.int64) * stride_rl + cols,
-                     mask=mask, other=0.0).to(tl.float32)
+            x *= _load_row(gate_ptr, b, l // gate_group, gate_sb, gate_sm, cols, mask)
+        x += _load_row(res_ptr, b, l, stride_rb, stride_rl, cols, mask)
         tl.store(res_out_ptr + row + cols, x.to(res_out_ptr.dtype.element_ty), mask=mask)
 
     if NORM != "none":
@@ -76,9 +74,9 @@ def _row_kernel(
         if bias_ptr is not None:
             y += tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
         if scale_ptr is not None:
-            y *= 1.0 + _modulation_row(scale_ptr, b, l, scale_sb, scale_sm, scale_group, cols, mask)
+            y *= 1.0 + _load_row(scale_ptr, b, l // scale_group, scale_sb, scale_sm, cols, mask)
         if shift_ptr is not None:
-            y += _modulation_row(shift_ptr, b, l, shift_sb, shift_sm, shift_group, cols, mask)
+            y += _load_row(shift_ptr, b, l // shift_group, shift_sb, shift_sm, cols, mask)
         tl.store(out_ptr + row + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -94,20 +92,21 @@ def _rotary_kernel(
     b = tl.program_id(1)
     heads = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
     j = tl.arange(0, BLOCK_D2)  # pair index
-    # [BLOCK_H, BLOCK_D2, 2] tile of interleaved pairs (x[2j], x[2j+1])
-    pair = heads[:, None, None] * (2 * D2) + 2 * j[None, :, None] + tl.arange(0, 2)[None, None, :]
-    in_pair = heads[:, None, None] * stride_xh + 2 * j[None, :, None] + tl.arange(0, 2)[None, None, :]
+    # a [BLOCK_H, BLOCK_D2, 2] tile of the interleaved pairs (x[2j], x[2j+1])
+    in_head = 2 * j[None, :, None] + tl.arange(0, 2)[None, None, :]
     mask = (heads < H)[:, None, None] & (j < D2)[None, :, None]
 
     table = b.to(tl.int64) * stride_cb + l.to(tl.int64) * stride_cl + j
     c = tl.load(cos_ptr + table, mask=j < D2, other=0.0).to(tl.float32)[None, :]
     s = tl.load(sin_ptr + table, mask=j < D2, other=0.0).to(tl.float32)[None, :]
-    x = tl.load(x_ptr + b.to(tl.int64) * stride_xb + l.to(tl.int64) * stride_xl + in_pair,
-                mask=mask, other=0.0).to(tl.float32)
+    x_row = x_ptr + b.to(tl.int64) * stride_xb + l.to(tl.int64) * stride_xl
+    x = tl.load(x_row + heads[:, None, None] * stride_xh + in_head, mask=mask,
+                other=0.0).to(tl.float32)
     x_re, x_im = tl.split(x)
     out = tl.join(x_re * c - x_im * s, x_re * s + x_im * c)
-    row = (b.to(tl.int64) * L + l) * H * (2 * D2)
-    tl.store(out_ptr + row + pair, out.to(out_ptr.dtype.element_ty), mask=mask)
+    out_row = out_ptr + (b.to(tl.int64) * L + l) * H * (2 * D2)
+    tl.store(out_row + heads[:, None, None] * (2 * D2) + in_head,
+             out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +122,7 @@ def _channels_contiguous(t: Tensor) -> Tensor:
 
 
 def _modulation_args(t: Tensor | None, seq: int) -> tuple:
-    """``(tensor, stride_b, stride_m, group)`` addressing a modulation row (see module doc)."""
+    """``(tensor, stride_b, stride_m, group)``: token ``(b, l)`` uses row ``l // group``."""
     if t is None:
         return None, 0, 0, 1
     t = _channels_contiguous(t)
