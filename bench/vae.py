@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--diffusers-cudnn-benchmark", action="store_true",
                         help="also let diffusers use cudnn.benchmark (off by default, as users get it; "
                              "WanRT turns it on inside its own calls)")
+    parser.add_argument("--no-cudnn-benchmark", action="store_true",
+                        help="WanRT without cudnn.benchmark (if its conv workspaces inflate the peak)")
     args = parser.parse_args()
     config = TINY_VAE21 if args.tiny else WAN21_VAE
     device = torch.device("cpu" if args.tiny else "cuda")
@@ -69,6 +71,7 @@ def main() -> None:
     official = {diffusers_name(k): k for k in ours.state_dict()}
     ours.load_state_dict({official[k]: v for k, v in ref.state_dict().items()}, assign=True)
     ours.eval().requires_grad_(False)
+    ours.cudnn_benchmark = not args.no_cudnn_benchmark
     if device.type == "cuda":
         ours.use_channels_last()
         torch.backends.cudnn.benchmark = args.diffusers_cudnn_benchmark
@@ -121,7 +124,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"Wan 2.1 VAE (dim {config.dim}), {dtype}, {frames} frames {width}x{height} "
           f"({t_lat} latent frames), batch 1, {name}, median of {args.iters}; random weights; "
-          f"diffusers cudnn.benchmark={torch.backends.cudnn.benchmark}\n")
+          f"cudnn.benchmark: diffusers {torch.backends.cudnn.benchmark}, WanRT {ours.cudnn_benchmark}\n")
     print("| op | implementation | ms | peak GiB | speed-up vs diffusers untiled | max abs diff vs diffusers untiled |")
     print("|---|---|---|---|---|---|")
     for op, impl, ms, peak, speedup, d in rows:

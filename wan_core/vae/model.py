@@ -134,6 +134,8 @@ class WanVAE(nn.Module):
     channels-last on CUDA. Outputs are float32.
     """
 
+    cudnn_benchmark = True  # let cuDNN time its conv algorithms (False: its default choice)
+
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.config = config
@@ -167,7 +169,7 @@ class WanVAE(nn.Module):
         self._check_video(video)
         s = self.spatial_compression
         x = video.to(self._param.device, self._param.dtype)
-        with _cudnn_benchmark(x.is_cuda):
+        with _cudnn_benchmark(x.is_cuda and self.cudnn_benchmark):
             if tiled:
                 tile, overlap = self._tile_grid(tile_size, tile_overlap)
                 mu = tiled_apply(self._encode_mean, x, scale_in=s, scale_out=1, tile=tile,
@@ -187,7 +189,7 @@ class WanVAE(nn.Module):
         mean, inv_std = self._latent_stats(latents.device)
         z = latents.float() / inv_std + mean
         z = self.conv2(z.to(self._param.device, self._param.dtype))
-        with _cudnn_benchmark(z.is_cuda):
+        with _cudnn_benchmark(z.is_cuda and self.cudnn_benchmark):
             if tiled:
                 tile, overlap = self._tile_grid(tile_size, tile_overlap)
                 video = tiled_apply(self._decode_frames, z, scale_in=1,
