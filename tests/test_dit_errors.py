@@ -14,8 +14,10 @@ from wanrt.wan_core.tiny import dit as tiny
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    tiny.write(root, seed=0)
+    """make-tiny's DiT files, written once per session (the test modules only read them)."""
+    root = tmp_path_factory.getbasetemp() / "tiny_dit"
+    if not root.exists():
+        tiny.write(root, seed=0)
     return root
 
 

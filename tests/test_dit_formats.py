@@ -50,8 +50,10 @@ def rel_l2(a, b):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    tiny.write(root, seed=0)
+    """make-tiny's DiT files, written once per session (the test modules only read them)."""
+    root = tmp_path_factory.getbasetemp() / "tiny_dit"
+    if not root.exists():
+        tiny.write(root, seed=0)
     return root
 
 

@@ -70,19 +70,19 @@ _OTHER_COMPONENTS = (
 )
 
 
-def to_official(ckpt: Checkpoint) -> tuple[Checkpoint, str]:
-    """Official tensor names from any supported layout; returns ``(checkpoint, layout)`` with
-    layout ``"official"`` (official / ComfyUI names) or ``"diffusers"``."""
+def to_official(ckpt: Checkpoint) -> Checkpoint:
+    """A view of ``ckpt`` with official tensor names, from any supported layout; a clear error
+    for other components (VAE, text encoder, CLIP) and unknown files."""
     if any(k.startswith(COMFY_PREFIX) for k in ckpt):  # ComfyUI; all-in-one files: the DiT part
         ckpt = ckpt.renamed(lambda k: k[len(COMFY_PREFIX):] if k.startswith(COMFY_PREFIX) else None)
     else:
         ckpt = ckpt.without_prefix("diffusion_model.", "model.", "module.", "_orig_mod.")
     if "head.modulation" in ckpt:
-        return ckpt, "official"
+        return ckpt
     if "scale_shift_table" in ckpt:
         ckpt = ckpt.renamed(lambda k: None if ".norm_added_q." in k else diffusers_to_official(k))
         ckpt.description += " (diffusers layout; tensors named as in the official Wan code)"
-        return ckpt, "diffusers"
+        return ckpt
     for component, markers in _OTHER_COMPONENTS:
         key = next((k for k in ckpt if any(m in k for m in markers)), None)
         if key is not None:

@@ -22,7 +22,7 @@ from ..checkpoint import (FP8_DTYPES, Checkpoint, CheckpointError, assign_weight
                           open_checkpoint)
 from .config import detect_config
 from .formats import to_official
-from .model import Linear, WanModel
+from .model import Linear, WanModel, dequantise
 
 
 def load_dit(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
@@ -42,7 +42,7 @@ def load_dit(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
     device = torch.device(device) if device is not None else platform.device()
 
     files, config_json = _open(Path(path))
-    files, _layout = to_official(files)
+    files = to_official(files)
     ckpt, scales = fp8_scales(files)
     config = detect_config(ckpt, config_json)
     fp8 = [k for k in ckpt if ckpt[k].dtype in FP8_DTYPES]
@@ -60,13 +60,12 @@ def load_dit(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
         return files.load(scales[key]).to(device, torch.float32) if key in scales else None
 
     def read(key: str) -> torch.Tensor:
+        """One tensor, on ``device`` in its final dtype (fp8 kept, or dequantised in fp32)."""
         t = files.load(key).to(device)
         if key in kept:
             return t
         if t.dtype in FP8_DTYPES:
-            s = scale(key)
-            t = t.float() if s is None else t.float() * (s if s.numel() == 1 else
-                                                           s.reshape(-1, *[1] * (t.dim() - 1)))
+            t = dequantise(t, scale(key), torch.float32)
         return t.to(params[key].dtype if key in params else dtype)
 
     view = Checkpoint({k: ckpt[k] for k in ckpt}, {k: partial(read, k) for k in ckpt},

@@ -32,19 +32,27 @@ def keeps_fp32(name: str) -> bool:
     return name.startswith(("time_embedding.", "time_projection.")) or name.endswith("modulation")
 
 
+def dequantise(weight: torch.Tensor, scale: torch.Tensor | None,
+               dtype: torch.dtype) -> torch.Tensor:
+    """An fp8 ``weight`` in ``dtype``: ``weight * scale``, the scale per tensor (``[]``) or per
+    output row (``[out]``, ``[out, 1]``); no scale means 1."""
+    w = weight.to(dtype)
+    if scale is None:
+        return w
+    s = scale.to(dtype)
+    return w * (s if s.numel() == 1 else s.reshape(-1, *[1] * (w.dim() - 1)))
+
+
 class Linear(nn.Linear):
-    """``nn.Linear`` whose weight may stay fp8 in memory, dequantised at matmul time as
-    ``weight.to(x.dtype) * weight_scale`` (scale per tensor ``[]`` or per row ``[out]``)."""
+    """``nn.Linear`` whose weight may stay fp8 in memory (with an optional ``weight_scale``),
+    dequantised to the input dtype at matmul time."""
 
     weight_scale: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         if w.dtype in FP8_DTYPES:
-            w = w.to(x.dtype)
-            if self.weight_scale is not None:
-                s = self.weight_scale.to(x.dtype)
-                w = w * (s if s.numel() == 1 else s.reshape(-1, 1))
+            w = dequantise(w, self.weight_scale, x.dtype)
         return F.linear(x, w, self.bias)
 
 
