@@ -1,7 +1,8 @@
 """Public kernel functions: argument checks, then the Triton kernel or the torch fallback.
 
-``impl="triton"`` / ``"torch"`` forces a path; ``None`` lets the platform choose (Triton where it
-is usable and fused kernels are enabled).
+``impl="triton"`` / ``"torch"`` forces a path; ``None`` lets the platform choose: Triton where it
+is usable, fused kernels are enabled and the tensors are on the platform's device (under
+``torch.compile`` the choice is fixed when tracing).
 """
 
 from __future__ import annotations
