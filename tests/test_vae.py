@@ -157,6 +157,8 @@ def test_bad_input_is_rejected(tiny):
         vae.encode(torch.zeros(1, 4, 5, 16, 16))
     with pytest.raises(ValueError, match=r"\[B, 3, T, H, W\]"):
         vae.encode(torch.zeros(3, 5, 16, 16))
+    with pytest.raises(ValueError, match="float tensor"):
+        vae.encode(torch.zeros(1, 3, 5, 16, 16, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"4n\+1.*got 6; nearest valid: 5 or 9"):
         vae.encode(torch.zeros(1, 3, 6, 16, 16))
     with pytest.raises(ValueError, match="multiples of 8, got 20×16"):
@@ -164,4 +166,4 @@ def test_bad_input_is_rejected(tiny):
     with pytest.raises(ValueError, match=r"latents must be \[B, 16, T, H, W\]"):
         vae.decode(torch.zeros(1, 48, 2, 2, 2))
     with pytest.raises(ValueError, match="tile_overlap"):
-        vae.decode(torch.zeros(1, 16, 2, 2, 2), tiled=True, tile_size=64, tile_overlap=48)
+        vae.decode(torch.zeros(1, 16, 2, 2, 2), tiled=True, tile_size=64, tile_overlap=64)

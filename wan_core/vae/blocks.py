@@ -6,8 +6,8 @@ in a ``cache`` (a dict owned by one encode/decode call, keyed by module) and use
 its zero padding, so chunked processing equals processing the whole stream at once. Modules also
 record in the cache that they have seen their first chunk, which some of them treat specially.
 
-Blocks keep the memory format of their input: on GPUs the VAE runs channels-last (``[B, T, H, W,
-C]`` in memory), where per-frame 2-D ops and the causal buffers below are views, not copies.
+Blocks keep the memory format of their input. On GPUs the VAE runs channels-last (``[B, T, H, W,
+C]`` in memory): cuDNN's fast layout, and the per-frame 2-D ops see ``[B·T, C, H, W]`` as a view.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ class CausalConv3d(nn.Conv3d):
     """``nn.Conv3d`` that is causal in time: the ``2·p_t`` temporal padding frames all go in front
     of the first chunk, and later chunks are preceded by the previous chunk's last frames.
 
-    The input of a chunk is assembled once in a ``[B, C, context + T, H, W]`` buffer (spatial
+    The input of a chunk is assembled once in a ``[B, C, history + T, H, W]`` buffer (spatial
     padding stays inside the convolution); with ``pre`` (an :class:`RMS_norm`), ``SiLU(pre(x))``
-    is written straight into that buffer, so the activation is never copied.
+    is written straight into that buffer, so the activation is never copied. 1×1×1 convs are
+    plain convs; temporal ones need the ``cache``.
     """
 
     def __init__(self, in_dim: int, out_dim: int, kernel_size, stride=1, padding=0):

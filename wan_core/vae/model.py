@@ -248,16 +248,19 @@ class WanVAE(nn.Module):
     def _tile_grid(self, tile_size: int, tile_overlap: int) -> tuple[int, int]:
         """Pixel tile size / overlap → latent-grid units."""
         s = self.spatial_compression
-        if tile_size < 2 * s or not 0 <= tile_overlap <= tile_size // 2:
-            raise ValueError(f"tile_size must be ≥ {2 * s} px and 0 ≤ tile_overlap ≤ tile_size/2; "
-                             f"got tile_size={tile_size}, tile_overlap={tile_overlap}")
-        return tile_size // s, -(-tile_overlap // s)
+        tile, overlap = tile_size // s, -(-tile_overlap // s)
+        if tile < 2 or not 0 <= overlap < tile:
+            raise ValueError(f"tiling needs tile_size ≥ {2 * s} px and 0 ≤ tile_overlap < tile_size "
+                             f"(in whole {s}-px latent cells); got tile_size={tile_size}, "
+                             f"tile_overlap={tile_overlap}")
+        return tile, overlap
 
     def _check_video(self, video) -> None:
         s = self.spatial_compression
         if (not isinstance(video, torch.Tensor) or not video.is_floating_point()
                 or video.dim() != 5 or video.shape[1] != 3):
-            shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+            shape = (f"{tuple(video.shape)} {video.dtype}" if isinstance(video, torch.Tensor)
+                     else type(video).__name__)
             raise ValueError(f"Wan {self.version} VAE encode: video must be a float tensor "
                              f"[B, 3, T, H, W] (RGB in [-1, 1]), got {shape}")
         t, h, w = video.shape[2:]
@@ -271,7 +274,7 @@ class WanVAE(nn.Module):
 
     def _check_latents(self, latents) -> None:
         if (not isinstance(latents, torch.Tensor) or latents.dim() != 5
-                or latents.shape[1] != self.z_dim):
+                or latents.shape[1] != self.z_dim or 0 in latents.shape):
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"Wan {self.version} VAE decode: latents must be [B, {self.z_dim}, T, H, W], "
                              f"got {shape}")
