@@ -3,3 +3,15 @@
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A ComfyUI-style models folder of tiny random checkpoints (``python -m wanrt make-tiny``)."""
+    from wanrt.wan_core.tiny import make_tiny
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    make_tiny(root)
+    return root
