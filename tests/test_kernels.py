@@ -12,11 +12,17 @@ numbers. Tolerances (``|actual - expected| <= atol + rtol * |expected|``) per ou
 - atol covers outputs near zero, where the fp32 error of the O(10) terms is absolute (~1e-6).
 """
 
+import json
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from wanrt import kernels
-from wanrt.kernels import triton_ops
+from wanrt.kernels import triton_kernels, triton_ops
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5),
        torch.float16: dict(rtol=2**-10, atol=1e-4),
@@ -261,6 +267,78 @@ def test_wan_rope_matches_official_rope_apply():
     cos, sin = kernels.wan_rope_cos_sin(grid, d)
     check(lambda impl: (kernels.rotary_embedding(x, cos, sin, impl=impl),),
           [(expected, torch.float32)])
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU code generation, checked without a GPU: compile for real targets and read the assembly
+
+GPU_TARGETS = {"sm_90": ("cuda", 90, 32), "gfx942": ("hip", "gfx942", 64)}
+MEMORY_OP = {"cuda": r"\b(ld|st)\.global\S*", "hip": r"\b(global|buffer)_(load|store)_\w+"}
+WIDE = {"cuda": r"\.v4\.", "hip": r"dwordx4|b128"}  # 128 bits per instruction
+ROW_TYPES = {"out_ptr": "*bf16", "res_out_ptr": "*bf16", "x_ptr": "*bf16", "res_ptr": "*bf16",
+             "gate_ptr": "*fp32", "shift_ptr": "*fp32", "scale_ptr": "*fp32",
+             "weight_ptr": "*fp32", "bias_ptr": "*fp32", "eps": "fp32"}
+NO_RESIDUAL = dict(res_out_ptr=None, res_ptr=None, gate_ptr=None)
+NO_MODULATION = dict(shift_ptr=None, scale_ptr=None)
+BLOCK_C = 8192  # C = 5120 (Wan 14B)
+LAUNCHES = {  # op: (kernel, argument types, constexprs, tile size) at Wan 14B sizes
+    "norm_modulate": ("row_kernel", ROW_TYPES,
+                      dict(NORM="layer", BLOCK_C=BLOCK_C, **NO_RESIDUAL), BLOCK_C),
+    "gated_residual_norm_modulate": ("row_kernel", ROW_TYPES, dict(
+        NORM="layer", BLOCK_C=BLOCK_C, weight_ptr=None, bias_ptr=None), BLOCK_C),
+    "gated_residual": ("row_kernel", ROW_TYPES, dict(
+        NORM="none", BLOCK_C=BLOCK_C, out_ptr=None, weight_ptr=None, bias_ptr=None,
+        **NO_MODULATION), BLOCK_C),
+    "rms_norm": ("row_kernel", ROW_TYPES, dict(
+        NORM="rms", BLOCK_C=BLOCK_C, bias_ptr=None, **NO_RESIDUAL, **NO_MODULATION), BLOCK_C),
+    "rotary_embedding": ("rotary_kernel", {"out_ptr": "*bf16", "x_ptr": "*bf16",
+                                           "cos_ptr": "*fp32", "sin_ptr": "*fp32"},
+                         dict(BLOCK_H=8, BLOCK_D2=64), 8 * 128),  # H = 40, D = 128
+}
+
+# Compiles each job as a launch specialises it: pointers and integers that are multiples of 16
+# (C and every stride at Wan sizes) get the divisibility hint; L, H and frame groups do not.
+COMPILE_JOBS = """
+import importlib.util, json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+spec = importlib.util.spec_from_file_location("triton_kernels", sys.argv[1])
+kernels = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(kernels)
+asm = []
+for job in json.load(sys.stdin):
+    fn = getattr(kernels, job["kernel"])
+    signature = {n: "constexpr" if n in job["constexprs"] else job["types"].get(n, "i32")
+                 for n in fn.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if signature[n] not in ("constexpr", "fp32")
+             and n not in ("L", "H", "gate_group", "shift_group", "scale_group")}
+    target = GPUTarget(*job["target"])
+    compiled = triton.compile(ASTSource(fn, signature, job["constexprs"], attrs), target=target,
+                              options={"num_warps": job["num_warps"]})
+    asm.append(compiled.asm["ptx" if target.backend == "cuda" else "amdgcn"])
+print(json.dumps(asm))
+"""
+
+
+def test_kernels_compile_for_gpus_with_full_width_memory_ops():
+    """Every launch variant compiles for Hopper (sm_90) and MI300 (gfx942), and every global load
+    and store moves 128 bits (the bandwidth design: vectorised, single pass). Compiled in a child
+    process: a process that runs the Triton interpreter cannot compile for a GPU."""
+    jobs = [dict(name=f"{target}/{op}", kernel=kernel, types=types, constexprs=constexprs,
+                 target=spec, num_warps=triton_ops._num_warps(tile, warp_size=spec[2]))
+            for target, spec in GPU_TARGETS.items()
+            for op, (kernel, types, constexprs, tile) in LAUNCHES.items()]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    child = subprocess.run([sys.executable, "-c", COMPILE_JOBS, triton_kernels.__file__],
+                           input=json.dumps(jobs), env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert child.returncode == 0, child.stderr[-4000:]
+    for job, asm in zip(jobs, json.loads(child.stdout), strict=True):
+        backend = job["target"][0]
+        ops = [m.group(0) for m in re.finditer(MEMORY_OP[backend], asm)]
+        assert ops and all(re.search(WIDE[backend], op) for op in ops), (job["name"], ops)
 
 
 # ---------------------------------------------------------------------------------------------
