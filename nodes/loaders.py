@@ -1,0 +1,147 @@
+"""Model loaders: a file from one of the host's model folders → a loaded WanRT model.
+
+Each loader lists the files of its ComfyUI folder (``diffusion_models``, ``text_encoders``,
+``vae``, ``clip_vision``), checks in ``VALIDATE_INPUTS`` that the chosen file exists (the error
+names the folders searched), and caches nothing itself: the runner and ComfyUI cache node outputs,
+so an unchanged loader is not run again.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import wan_core
+from ..wan_core.attention import BACKENDS
+from . import base, host
+
+# weight_dtype choice -> (dtype, keep_fp8); None = the platform's default (bf16, else fp16).
+WEIGHT_DTYPES = {
+    "default": (None, False),
+    "bf16": (torch.bfloat16, False),
+    "fp16": (torch.float16, False),
+    "fp8_e4m3fn": (None, True),
+}
+
+
+class WanRTLoadDiffusionModel:
+    DESCRIPTION = ("Load a Wan 2.1 / 2.2 diffusion model (DiT) from models/diffusion_models. The "
+                   "variant (T2V, I2V, FLF2V, TI2V, an A14B expert) is detected from the file.")
+    CATEGORY = base.CATEGORY + "/loaders"
+    RETURN_TYPES = ("WANRT_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The diffusion model, on the compute device.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": base.model_file_input(
+                "diffusion_models", "The DiT file, e.g. wan2.1_t2v_1.3B_fp16.safetensors (ComfyUI "
+                                    "single files, official and diffusers layouts, fp8 included)."),
+            "weight_dtype": (list(WEIGHT_DTYPES), {
+                "default": "default",
+                "tooltip": "Weight and compute dtype. default: bf16 (fp16 where the device has no "
+                           "bf16). fp8_e4m3fn: an fp8 file's weights stay fp8 in memory and are "
+                           "dequantised per matmul (half the memory); other files load as default."}),
+            "attention": (sorted(BACKENDS), {
+                "default": "sdpa",
+                "tooltip": "Attention implementation. sdpa: PyTorch's fused attention (picks "
+                           "flash / memory-efficient kernels itself); math: plain reference."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name):
+        return base.validate_model_file("diffusion_models", model_name)
+
+    def load(self, model_name, weight_dtype, attention):
+        h = host.current()
+        dtype, keep_fp8 = WEIGHT_DTYPES[weight_dtype]
+        model = wan_core.load_dit(h.model_path("diffusion_models", model_name), dtype=dtype,
+                                  device=h.device(), keep_fp8=keep_fp8, attention_backend=attention)
+        return (model,)
+
+
+class WanRTLoadTextEncoder:
+    DESCRIPTION = ("Load the UMT5-XXL text encoder Wan uses (models/text_encoders), with the "
+                   "tokenizer embedded in ComfyUI's files.")
+    CATEGORY = base.CATEGORY + "/loaders"
+    RETURN_TYPES = ("WANRT_TEXT_ENCODER",)
+    RETURN_NAMES = ("text_encoder",)
+    OUTPUT_TOOLTIPS = ("The text encoder (bf16 on accelerators, fp32 on CPU).",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "text_encoder_name": base.model_file_input(
+                "text_encoders", "The UMT5-XXL file, e.g. umt5_xxl_fp8_e4m3fn_scaled.safetensors."),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, text_encoder_name):
+        return base.validate_model_file("text_encoders", text_encoder_name)
+
+    def load(self, text_encoder_name):
+        h = host.current()
+        return (wan_core.load_text_encoder(h.model_path("text_encoders", text_encoder_name),
+                                           device=h.device()),)
+
+
+class WanRTLoadVAE:
+    DESCRIPTION = ("Load a Wan video VAE (models/vae): wan_2.1_vae for every Wan 2.1 model and the "
+                   "Wan 2.2 A14B models, wan2.2_vae for Wan 2.2 TI2V 5B.")
+    CATEGORY = base.CATEGORY + "/loaders"
+    RETURN_TYPES = ("WANRT_VAE",)
+    RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The VAE, in the file's dtype, on the compute device.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae_name": base.model_file_input("vae", "The VAE file, e.g. wan_2.1_vae.safetensors."),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, vae_name):
+        return base.validate_model_file("vae", vae_name)
+
+    def load(self, vae_name):
+        h = host.current()
+        return (wan_core.load_vae(h.model_path("vae", vae_name), device=h.device()),)
+
+
+class WanRTLoadCLIPVision:
+    DESCRIPTION = ("Load the CLIP vision encoder (ViT-H, models/clip_vision) that Wan 2.1 I2V and "
+                   "FLF2V read the start / end images with.")
+    CATEGORY = base.CATEGORY + "/loaders"
+    RETURN_TYPES = ("WANRT_CLIP_VISION",)
+    RETURN_NAMES = ("clip_vision",)
+    OUTPUT_TOOLTIPS = ("The CLIP vision encoder (fp16 on accelerators, fp32 on CPU).",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "clip_vision_name": base.model_file_input(
+                "clip_vision", "The CLIP vision file, e.g. clip_vision_h.safetensors."),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, clip_vision_name):
+        return base.validate_model_file("clip_vision", clip_vision_name)
+
+    def load(self, clip_vision_name):
+        h = host.current()
+        return (wan_core.load_clip_vision(h.model_path("clip_vision", clip_vision_name),
+                                          device=h.device()),)
+
+
+NODES = {cls.__name__: cls for cls in (WanRTLoadDiffusionModel, WanRTLoadTextEncoder,
+                                       WanRTLoadVAE, WanRTLoadCLIPVision)}
+DISPLAY_NAMES = {
+    "WanRTLoadDiffusionModel": "WanRT Load Diffusion Model",
+    "WanRTLoadTextEncoder": "WanRT Load Text Encoder",
+    "WanRTLoadVAE": "WanRT Load VAE",
+    "WanRTLoadCLIPVision": "WanRT Load CLIP Vision",
+}
