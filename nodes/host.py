@@ -38,6 +38,9 @@ MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
 }
 # ComfyUI's legacy names (folder_paths.map_legacy).
 FOLDER_ALIASES = {"unet": "diffusion_models", "clip": "text_encoders"}
+# The example images of the workflows in workflows/: the headless input folder unless one is given.
+EXAMPLE_INPUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "workflows", "inputs")
 # folder_paths.supported_pt_extensions
 MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
 
@@ -231,13 +234,13 @@ class HeadlessHost(Host):
     """Model folders, output/input/temp directories, tqdm progress and an interrupt flag."""
 
     def __init__(self, model_folders: dict[str, list[str]] | None = None, *, output_dir="output",
-                 input_dir="input", temp_dir=None, show_progress: bool = True):
+                 input_dir=None, temp_dir=None, show_progress: bool = True):
         self._folders: dict[str, list[str]] = {}
         for folder, paths in (model_folders or {}).items():
             for path in paths:
                 self.add_model_folder(folder, path)
         self._output = os.path.abspath(output_dir)
-        self._input = os.path.abspath(input_dir)
+        self._input = os.path.abspath(input_dir or EXAMPLE_INPUT_DIR)
         self._temp = os.path.abspath(temp_dir or os.path.join(tempfile.gettempdir(), "wanrt"))
         self.show_progress = show_progress
         self._interrupt = threading.Event()

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-model-paths", metavar="YAML", help="ComfyUI extra_model_paths.yaml naming more "
                                                                     "model folders")
     parser.add_argument("--output-dir", default="output", help="where output files go (default: ./output)")
-    parser.add_argument("--input-dir", default="input", help="where input images are read (default: ./input)")
+    parser.add_argument("--input-dir", help="where input images are read (default: the example images in "
+                                            "workflows/inputs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.input=VALUE",
                         help="override an input, e.g. --set 3.seed=42; VALUE is JSON (42, 1.5, true, \"text\", "
                              "[\"4\", 0] for a link) or else taken as a string; repeatable")
@@ -44,6 +45,7 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     from ..nodes.host import HeadlessHost
     from . import Executor, PromptError, load_workflow
+    from .convert import is_ui_workflow
 
     try:
         workflow = load_workflow(args.workflow)
@@ -58,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         prompt = executor.prepare(workflow, overrides)
         executor.on_event = _Printer(prompt)
-        result = executor.run(prompt)
+        # Save nodes embed the UI workflow, as ComfyUI's frontend sends it in extra_pnginfo.
+        extra = {"extra_pnginfo": {"workflow": workflow}} if is_ui_workflow(workflow) else None
+        result = executor.run(prompt, extra_data=extra)
     except PromptError as e:
         print(f"wanrt run: {args.workflow} was rejected before running:\n{e}", file=sys.stderr)
         return EXIT_FAILED
