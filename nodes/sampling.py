@@ -91,7 +91,7 @@ class WanRTSampler:
             callback=lambda step, total, x0: bar.update_absolute(step, total),
             interrupt=h.throw_if_interrupted,
             **{k: None if v is None else v.to(device) for k, v in condition.sample_kwargs().items()})
-        return ({**latent, "samples": out},)
+        return ({**latent, "samples": out.cpu()},)  # between nodes latents rest on the CPU (ComfyUI)
 
 
 NODES = {"WanRTSampler": WanRTSampler}
