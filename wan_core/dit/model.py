@@ -7,12 +7,15 @@ with ``(shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff) = modulation +
     x = x + cross_attn(LN3_affine(x), context)
     x = x + gate_ff * ffn(LN2(x) * (1 + scale_ff) + shift_ff)
 
-Dtypes: weights and the residual stream ``[B, L, C]`` in the model dtype; the timestep path
-(sinusoid, ``time_embedding``, ``time_projection``, the modulation tables) in fp32.
+Dtypes: weights and the residual stream ``[B, L, C]`` (contiguous, in the model dtype); the
+timestep path (sinusoid, ``time_embedding``, ``time_projection``, the modulation tables) in fp32.
+:meth:`WanModel.fuse_projections` stacks the projections that read one input (self-attention
+q/k/v, cross-attention k/v) into one GEMM each.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -56,9 +59,43 @@ class Linear(nn.Linear):
         return F.linear(x, w, self.bias)
 
 
+def row_scale(linear: Linear) -> torch.Tensor:
+    """The fp8 ``weight_scale`` of ``linear`` as one fp32 factor per output row ``[out]``."""
+    rows = linear.weight.shape[0]
+    if linear.weight_scale is None:
+        return torch.ones(rows, device=linear.weight.device)
+    return linear.weight_scale.float().reshape(-1).expand(rows)
+
+
+@torch.no_grad()
+def fuse_linears(linears: list[Linear]) -> Linear | None:
+    """One Linear computing ``cat([l(x) for l in linears], -1)``: weights (and biases, fp8
+    scales as per-row scales) stacked by rows. None where the weights differ in dtype, device or
+    input width, or only some have a bias."""
+    weights = [linear.weight for linear in linears]
+    if (len({(w.dtype, w.device, w.shape[1]) for w in weights}) > 1
+            or len({linear.bias is None for linear in linears}) > 1):
+        return None
+    with torch.device("meta"):
+        fused = Linear(weights[0].shape[1], sum(w.shape[0] for w in weights),
+                       bias=linears[0].bias is not None)
+    fused.weight = nn.Parameter(torch.cat(weights))
+    if fused.bias is not None:
+        fused.bias = nn.Parameter(torch.cat([linear.bias for linear in linears]))
+    if any(linear.weight_scale is not None for linear in linears):
+        fused.weight_scale = torch.cat([row_scale(linear) for linear in linears])
+    return fused
+
+
 class PatchEmbedding(nn.Module):
     """``Conv3d(in_dim, dim, kernel=stride=patch)`` computed as a matmul over patches, so the
-    output is the contiguous token sequence ``[B, L, dim]`` (tokens in row-major f, h, w order)."""
+    output is the contiguous token sequence ``[B, L, dim]`` (tokens in row-major f, h, w order).
+
+    The bias is added on its own (not inside ``F.linear``) so that the output is a fresh tensor,
+    not a view of a 2-D GEMM result: block 0 then gets the same kind of input as every other
+    block, and a regionally compiled block keeps one graph for all blocks under dynamic shapes
+    (Dynamo guards on the base of a view input).
+    """
 
     def __init__(self, in_dim: int, dim: int, patch_size: tuple[int, int, int]):
         super().__init__()
@@ -71,7 +108,7 @@ class PatchEmbedding(nn.Module):
         pt, ph, pw = self.patch_size
         patches = x.to(self.bias.dtype).view(b, c, f // pt, pt, h // ph, ph, w // pw, pw)
         patches = patches.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, -1, c * pt * ph * pw)
-        return F.linear(patches, self.weight.flatten(1), self.bias)
+        return patches @ self.weight.flatten(1).T + self.bias
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -84,8 +121,27 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.cos(), angles.sin()], dim=1).float()
 
 
+def rope_table(grid: tuple[int, int, int], head_dim: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``kernels.wan_rope_cos_sin`` for a token grid: cached per grid and device when eager,
+    computed in the graph when traced by ``torch.compile`` (whole-model compile)."""
+    if torch.compiler.is_compiling():
+        return kernels.wan_rope_cos_sin(grid, head_dim, device=device)
+    return _cached_rope_table(grid, head_dim, device)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_rope_table(grid, head_dim, device):
+    with torch.inference_mode(False):  # ordinary tensors, usable outside inference mode too
+        return kernels.wan_rope_cos_sin(grid, head_dim, device=device)
+
+
 class _Attention(nn.Module):
-    """q, k, v, o projections with RMSNorm on q and k across all heads."""
+    """q, k, v, o projections with RMSNorm on q and k across all heads.
+
+    :meth:`fuse` stacks projections of one input into a single Linear under ``fused``
+    (``fused.q_k_v``); :meth:`project` computes them either way.
+    """
 
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
@@ -94,10 +150,27 @@ class _Attention(nn.Module):
         self.q, self.k, self.v, self.o = (Linear(dim, dim) for _ in range(4))
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
+        self.fused = nn.ModuleDict()
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, L, C] -> [B, L, H, C/H]``."""
         return x.unflatten(2, (self.num_heads, -1))
+
+    def project(self, x: torch.Tensor, *names: str) -> tuple[torch.Tensor, ...]:
+        """The projections ``names`` of ``x``, each ``[B, L, C]``; one GEMM once fused."""
+        key = "_".join(names)
+        if key in self.fused:
+            return self.fused[key](x).chunk(len(names), dim=-1)
+        return tuple(getattr(self, name)(x) for name in names)
+
+    def fuse(self, *names: str) -> None:
+        """Replace the Linears ``names`` by one with their weights stacked (kept apart where
+        :func:`fuse_linears` cannot stack them)."""
+        fused = fuse_linears([getattr(self, name) for name in names])
+        if fused is not None:
+            self.fused["_".join(names)] = fused
+            for name in names:
+                delattr(self, name)
 
 
 class SelfAttention(_Attention):
@@ -105,11 +178,15 @@ class SelfAttention(_Attention):
         super().__init__(dim, num_heads, eps)
         self.rope = RotaryEmbedding()
 
+    def fuse_projections(self) -> None:
+        self.fuse("q", "k", "v")
+
     def forward(self, x, cos, sin):
         """``x: [B, L, C]``, rotary table ``cos, sin: [L, C/H/2]`` -> ``[B, L, C]``."""
-        q = self.rope(self.heads(self.norm_q(self.q(x))), cos, sin)
-        k = self.rope(self.heads(self.norm_k(self.k(x))), cos, sin)
-        out = attention(q, k, self.heads(self.v(x)), backend=self.backend)
+        q, k, v = self.project(x, "q", "k", "v")
+        q = self.rope(self.heads(self.norm_q(q)), cos, sin)
+        k = self.rope(self.heads(self.norm_k(k)), cos, sin)
+        out = attention(q, k, self.heads(v), backend=self.backend)
         return self.o(out.flatten(2))
 
 
@@ -122,15 +199,21 @@ class CrossAttention(_Attention):
         if image:
             self.k_img, self.v_img = Linear(dim, dim), Linear(dim, dim)
             self.norm_k_img = RMSNorm(dim, eps)
+        self.image = image
+
+    def fuse_projections(self) -> None:
+        self.fuse("k", "v")
+        if self.image:
+            self.fuse("k_img", "v_img")
 
     def forward(self, x, context, context_img=None):
         """``x: [B, L, C]``, ``context: [B, L_text, C]``, ``context_img: [B, N, C]``."""
         q = self.heads(self.norm_q(self.q(x)))
-        out = attention(q, self.heads(self.norm_k(self.k(context))), self.heads(self.v(context)),
-                        backend=self.backend)
+        k, v = self.project(context, "k", "v")
+        out = attention(q, self.heads(self.norm_k(k)), self.heads(v), backend=self.backend)
         if context_img is not None:
-            k_img = self.heads(self.norm_k_img(self.k_img(context_img)))
-            out = out + attention(q, k_img, self.heads(self.v_img(context_img)),
+            k_img, v_img = self.project(context_img, "k_img", "v_img")
+            out = out + attention(q, self.heads(self.norm_k_img(k_img)), self.heads(v_img),
                                   backend=self.backend)
         return self.o(out.flatten(2))
 
@@ -201,7 +284,7 @@ class WanModel(nn.Module):
     """
 
     def __init__(self, config: DiTConfig, *, dtype: torch.dtype = torch.float32,
-                 attention_backend: str = "sdpa"):
+                 attention_backend: str = "auto"):
         super().__init__()
         self.config = config
         dim = config.dim
@@ -231,6 +314,15 @@ class WanModel(nn.Module):
             if isinstance(module, _Attention):
                 module.backend = name
 
+    def fuse_projections(self) -> WanModel:
+        """Stack q/k/v of every self-attention and k/v of every cross-attention into one Linear
+        each (same outputs, fewer and larger GEMMs). Call after the weights are loaded: the
+        fused model's parameter names are no longer the official ones."""
+        for module in self.modules():
+            if isinstance(module, _Attention):
+                module.fuse_projections()
+        return self
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, *,
                 clip_fea: torch.Tensor | None = None,
                 y: torch.Tensor | None = None) -> torch.Tensor:
@@ -256,7 +348,7 @@ class WanModel(nn.Module):
 
         context = self.text_embedding(context.to(self.dtype))
         context_img = self.img_emb(clip_fea.to(self.dtype)) if self.img_emb is not None else None
-        rope = kernels.wan_rope_cos_sin(grid, self.config.head_dim, device=x.device)
+        rope = rope_table(grid, self.config.head_dim, x.device)
         for block in self.blocks:
             x = block(x, e0, context, context_img, rope)
         return self.unpatchify(self.head(x, e), grid).float()
