@@ -1,4 +1,4 @@
-"""``python -m wanrt <command>``: make-tiny, demo, run."""
+"""``python -m wanrt <command>``: make-tiny, demo, run, serve."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("outdir")
     from .runner.cli import add_arguments as add_run_arguments
     add_run_arguments(sub.add_parser("run", help="run a ComfyUI workflow (UI or API JSON) headless"))
+    from .server.cli import add_arguments as add_serve_arguments
+    add_serve_arguments(sub.add_parser("serve", help="serve the ComfyUI frontend and API on top of the runner"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from .runner.cli import run
         return run(args)
+    if args.command == "serve":
+        from .server.cli import serve
+        return serve(args)
     return 2
 
 
