@@ -79,9 +79,11 @@ def fuse_linears(linears: list[Linear]) -> Linear | None:
     with torch.device("meta"):
         fused = Linear(weights[0].shape[1], sum(w.shape[0] for w in weights),
                        bias=linears[0].bias is not None)
-    fused.weight = nn.Parameter(torch.cat(weights))
+    grad = weights[0].requires_grad
+    fused.weight = nn.Parameter(torch.cat(weights), requires_grad=grad)
     if fused.bias is not None:
-        fused.bias = nn.Parameter(torch.cat([linear.bias for linear in linears]))
+        fused.bias = nn.Parameter(torch.cat([linear.bias for linear in linears]),
+                                  requires_grad=grad)
     if any(linear.weight_scale is not None for linear in linears):
         fused.weight_scale = torch.cat([row_scale(linear) for linear in linears])
     return fused
