@@ -52,7 +52,7 @@ def test_the_frontend_runs_an_example_workflow_and_shows_its_video(served, tmp_p
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page = browser.new_page(viewport={"width": 1920, "height": 1080})
             page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url)
                        else (blocked.append(route.request.url), route.abort()))
             page.on("response", lambda response: answers.append((response.status, response.request.method,
@@ -81,6 +81,14 @@ def test_the_frontend_runs_an_example_workflow_and_shows_its_video(served, tmp_p
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot))
             print(f"screenshot: {shot}")
+
+            # A model file that is not there: the server's validation error marks the loader node.
+            answers_before_error = len(answers)
+            page.evaluate("""() => app.graph.nodes.find(n => n.type === 'WanRTLoadDiffusionModel')
+                .widgets.find(w => w.name === 'model_name').value = 'not_downloaded.safetensors'""")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.wait_for_function("() => app.lastNodeErrors !== null", timeout=TIMEOUT_MS)
+            node_errors = page.evaluate("() => app.lastNodeErrors")
         finally:
             browser.close()
 
@@ -99,8 +107,11 @@ def test_the_frontend_runs_an_example_workflow_and_shows_its_video(served, tmp_p
     steps = [f["data"]["value"] for f in frames if f["type"] == "progress"]
     assert steps == [1, 2]  # the sampler's two steps reached the page
 
-    failed = [a for a in answers if a[0] >= 400]
+    [loader_error] = node_errors["1"]["errors"]
+    assert loader_error["type"] == "custom_validation_failed" and "not_downloaded" in loader_error["details"]
+    failed = [a for a in answers[:answers_before_error] if a[0] >= 400]
     assert not failed, f"the page got errors from the server: {failed}"
+    assert (400, "POST", f"{url}/api/prompt") in answers[answers_before_error:]
     assert {"/api/object_info", "/api/prompt", "/api/workflow_templates", "/api/system_stats"} <= \
         {a[2][len(url):].split("?")[0] for a in answers}
     assert all(not b.startswith(url) for b in blocked)
