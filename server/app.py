@@ -183,8 +183,8 @@ class PromptServer:
         except (TypeError, ValueError) as e:
             raise HTTPError(400, "Bad number", str(e), "invalid_prompt") from e
         client_id = body.get("client_id") or None
-        self.queue.put(Job(number, prompt_id, body["prompt"], extra_data, validation, client_id))
-        self.clients.broadcast_status()
+        self.queue.put(Job(number, prompt_id, body["prompt"], extra_data, validation, client_id),
+                       announce=self.clients.broadcast_status)
         return web.json_response({"prompt_id": prompt_id, "number": number,
                                   "node_errors": validation.node_errors})
 

@@ -72,9 +72,12 @@ class PromptQueue:
             return (prompt_id in self._history or (self.running and self.running.prompt_id == prompt_id)
                     or any(job.prompt_id == prompt_id for _, _, job in self._pending))
 
-    def put(self, job: Job) -> None:
+    def put(self, job: Job, announce=lambda: None) -> None:
+        """Queue ``job``; ``announce()`` runs before the worker can take it (so a "status" it
+        posts reaches clients before the job's first event)."""
         with self._changed:
             heapq.heappush(self._pending, (job.number, next(self._arrivals), job))
+            announce()
             self._changed.notify_all()
 
     def take(self, wake=lambda: False) -> Job | None:
