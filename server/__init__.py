@@ -10,6 +10,6 @@ Needs the ``server`` extra (aiohttp and the pinned frontend): ``pip install 'com
         requests.post(url + "/api/prompt", json={"prompt": api_prompt})
 
 Modules: ``app`` (routes, PromptServer), ``queue`` (queue, history, jobs), ``worker`` (runs prompts),
-``clients`` (WebSocket), ``object_info``, ``userdata``, ``files`` (safe paths), ``system``,
-``errors``, ``cli``. Nothing here is imported by ``import wanrt``: aiohttp stays optional.
+``clients`` (WebSocket), ``object_info``, ``templates``, ``userdata``, ``files`` (safe paths),
+``system``, ``errors``, ``cli``. Nothing here is imported by ``import wanrt``: aiohttp stays optional.
 """

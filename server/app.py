@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import io
 import logging
 import os
 import threading
@@ -20,9 +18,9 @@ from .. import nodes
 from ..nodes import host as hosts
 from ..runner import Executor, PromptError, Validation
 from ..runner.errors import error
-from . import files, object_info, system
+from . import files, object_info, system, templates
 from .clients import Clients
-from .errors import HTTPError, error_middleware, read_json
+from .errors import HTTPError, error_middleware, read_json, same_origin_middleware
 from .queue import JOB_STATUSES, Job, PromptQueue
 from .userdata import UserData
 from .worker import Worker
@@ -31,8 +29,6 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_MAX_BODY = 100 * MiB  # ComfyUI's default --max-upload-size: any request body, uploads included
-TEMPLATE_PACK = "wanrt"  # /workflow_templates lists our workflows/ under this pack name
-WORKFLOWS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows")
 # Keys of extra_data the frontend fills with comfy.org credentials: never stored or echoed.
 SENSITIVE_EXTRA_DATA = ("auth_token_comfy_org", "api_key_comfy_org")
 
@@ -72,8 +68,8 @@ class PromptServer:
         self.user = UserData(user_dir)
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body, middlewares=[error_middleware])
-        for method, path, handler in self.routes() + self.user.routes():
+        app = web.Application(client_max_size=self.max_body, middlewares=[same_origin_middleware, error_middleware])
+        for method, path, handler in self.routes() + self.user.routes() + templates.routes():
             app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
         for method, path, handler in self.internal_routes():
@@ -118,8 +114,6 @@ class PromptServer:
             ("GET", "/models/{folder}", self.model_names),
             ("GET", "/experiment/models", self.model_folders),
             ("GET", "/experiment/models/{folder}", self.model_files),
-            ("GET", "/workflow_templates", self.workflow_templates),
-            ("GET", "/workflow_templates/" + TEMPLATE_PACK + "/{name}", self.workflow_template),
             # What the frontend asks for at startup that WanRT has nothing of.
             ("GET", "/embeddings", _constant([])),
             ("GET", "/extensions", _constant([])),
@@ -387,24 +381,6 @@ class PromptServer:
     async def features(self, request):
         return web.json_response(self.feature_flags)
 
-    def _templates(self) -> list[str]:
-        return sorted(name[:-5] for name in os.listdir(WORKFLOWS_DIR) if name.endswith(".json")) \
-            if os.path.isdir(WORKFLOWS_DIR) else []
-
-    async def workflow_templates(self, request):
-        """``{pack: [template names]}``, as ComfyUI lists custom nodes' example workflows."""
-        return web.json_response({TEMPLATE_PACK: self._templates()})
-
-    async def workflow_template(self, request):
-        """``<name>.json``, or the ``<name>.jpg`` thumbnail the template browser shows."""
-        stem, ext = os.path.splitext(request.match_info["name"])
-        if stem not in self._templates() or ext not in (".json", ".jpg"):
-            raise HTTPError(404, f"no workflow template {request.match_info['name']!r}",
-                            f"templates: {', '.join(self._templates())}")
-        if ext == ".json":
-            return web.FileResponse(os.path.join(WORKFLOWS_DIR, stem + ext))
-        return web.Response(body=await asyncio.to_thread(_thumbnail, stem), content_type="image/jpeg")
-
 
 def serve(server: PromptServer, host: str = "127.0.0.1", port: int = 8188) -> None:
     """Serve until Ctrl-C."""
@@ -448,20 +424,6 @@ async def _json_object(request) -> dict:
     if not isinstance(body, dict):
         raise HTTPError(400, "The request body must be a JSON object")
     return body
-
-
-@functools.lru_cache(maxsize=64)
-def _thumbnail(title: str) -> bytes:
-    """A template card: the workflow's name on a dark tile (the workflows ship no pictures)."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (384, 384), (32, 36, 44))
-    draw = ImageDraw.Draw(image)
-    draw.text((24, 24), "WanRT", fill=(120, 160, 255), font_size=40)
-    draw.text((24, 300), title, fill=(230, 230, 230), font_size=26)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 def _is_canonical_uuid(value) -> bool:

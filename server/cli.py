@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def serve(args: argparse.Namespace) -> int:
     try:
         from ..nodes.host import HeadlessHost
-        from .app import WORKFLOWS_DIR, MiB, PromptServer, serve as serve_forever
+        from .app import MiB, PromptServer, serve as serve_forever
+        from .templates import WORKFLOWS_DIR
     except ImportError as e:
         print(f"wanrt serve: {e}\n  install the server extra: pip install 'comfyui-wanrt[server]'", file=sys.stderr)
         return 2

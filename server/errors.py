@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.parse
 
 from aiohttp import web
 
@@ -54,3 +55,15 @@ async def error_middleware(request: web.Request, handler):
     except Exception as e:  # a bug in a handler: answer 500, keep serving
         log.exception("%s %s failed", request.method, request.path)
         return json_error(500, "server_error", "Internal server error", f"{type(e).__name__}: {e}")
+
+
+@web.middleware
+async def same_origin_middleware(request: web.Request, handler):
+    """Refuse requests a browser sends from another site's page (its ``Origin`` names another
+    host than the one it asks), so a web page cannot queue prompts or write files on a local
+    server; clients that send no ``Origin`` (scripts, API clients) are not affected."""
+    origin = request.headers.get("Origin")
+    if origin and urllib.parse.urlsplit(origin).netloc.lower() != request.host.lower():
+        return json_error(403, "forbidden", "Cross-origin request refused",
+                          f"Origin {origin} is not this server ({request.host})")
+    return await handler(request)

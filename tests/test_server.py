@@ -429,3 +429,11 @@ def test_no_path_reaches_outside_the_servers_folders(url, tmp_path):
                        403, "forbidden")
     assert sorted(str(p) for p in tmp_path.parent.rglob("*")) == before  # nothing written anywhere
     assert requests.get(url + "/api/queue").status_code == 200
+
+
+def test_requests_from_another_sites_page_are_refused(url):
+    answer = requests.post(url + "/api/prompt", json={"prompt": prompt()}, headers={"Origin": "http://evil.example"})
+    assert_comfy_error(answer, 403, "forbidden")
+    assert requests.get(url + "/api/queue").json() == {"queue_running": [], "queue_pending": []}
+    same_site = requests.post(url + "/api/settings", json={}, headers={"Origin": url})
+    assert same_site.status_code == 200
