@@ -56,15 +56,19 @@ def queue(url, body) -> str:
     return answer.json()["prompt_id"]
 
 
-def finished(url, prompt_id) -> dict:
-    """The history entry of ``prompt_id`` once the worker has written it."""
+def wait_for(value, what: str):
+    """``value()`` once it is truthy (polled; gives up after WAIT seconds)."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        entry = requests.get(f"{url}/history/{prompt_id}").json()
-        if entry:
-            return entry[prompt_id]
+        if result := value():
+            return result
         time.sleep(0.02)
-    raise AssertionError(f"prompt {prompt_id} did not finish within {WAIT} s")
+    raise AssertionError(f"{what} did not happen within {WAIT} s")
+
+
+def finished(url, prompt_id) -> dict:
+    """The history entry of ``prompt_id`` once the worker has written it."""
+    return wait_for(lambda: requests.get(f"{url}/history/{prompt_id}").json(), f"prompt {prompt_id}")[prompt_id]
 
 
 def messages_until_done(ws, prompt_id) -> list[tuple[str, dict]]:
@@ -245,25 +249,29 @@ def test_free_drops_the_cached_models(url):
 
 
 def test_interrupt_stops_the_running_prompt_within_one_step(url):
-    reached, go, steps = threading.Event(), threading.Event(), []
+    reached = {3: threading.Event(), 4: threading.Event()}
+    go = {3: threading.Event(), 4: threading.Event()}
+    steps = []
 
     def step():
         steps.append(1)
-        if len(steps) == 3:
-            reached.set()
-            assert go.wait(WAIT)
+        if len(steps) in reached:
+            reached[len(steps)].set()
+            assert go[len(steps)].wait(WAIT)
 
     Sample.on_step = step
     with connect(url.replace("http", "ws") + "/ws?clientId=tab2") as ws:
         ws.recv(timeout=WAIT)
         prompt_id = queue(url, {"prompt": prompt(steps=50), "client_id": "tab2"})
-        assert reached.wait(WAIT)
-        requests.post(url + "/api/interrupt", json={"prompt_id": str(uuid.uuid4())})  # not the running one
-        assert requests.post(url + "/api/interrupt").status_code == 200
-        go.set()
+        assert reached[3].wait(WAIT)
+        requests.post(url + "/api/interrupt", json={"prompt_id": str(uuid.uuid4())})  # another prompt: ignored
+        go[3].set()
+        assert reached[4].wait(WAIT)
+        assert requests.post(url + "/api/interrupt", json={"prompt_id": prompt_id}).status_code == 200
+        go[4].set()
         received = messages_until_done(ws, prompt_id)
 
-    assert len(steps) == 3  # the step in progress finished; no further step started
+    assert len(steps) == 4  # the step in progress finished; no further step started
     [interrupted] = [d for k, d in received if k == "execution_interrupted"]
     assert (interrupted["prompt_id"], interrupted["node_id"], interrupted["node_type"]) == (prompt_id, "2", "Sample")
     entry = finished(url, prompt_id)
@@ -295,6 +303,7 @@ def test_queue_and_history_can_be_cleared(url):
     release = threading.Event()
     Sample.on_step = lambda: release.wait(WAIT)
     running_id = queue(url, {"prompt": prompt(seed=1)})
+    wait_for(lambda: requests.get(url + "/api/queue").json()["queue_running"], "the first prompt starting")
     pending = [queue(url, {"prompt": prompt(seed=s)}) for s in (2, 3, 4)]
     requests.post(url + "/api/queue", json={"delete": [pending[0]]})
     assert [i[1] for i in requests.get(url + "/api/queue").json()["queue_pending"]] == pending[1:]
