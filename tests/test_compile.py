@@ -85,11 +85,10 @@ def graphs():
 
 @torch.no_grad()
 @pytest.mark.parametrize("mode, batched_cfg, config", [
-    ("blocks", True, T2V), ("blocks", False, T2V), ("blocks", True, TI2V), ("blocks", False, TI2V),
+    ("blocks", True, T2V), ("blocks", False, T2V), ("blocks", True, TI2V),
     ("full", True, T2V), ("full", False, TI2V), ("layers", True, T2V),
 ], ids=["blocks-cfg-batch-2", "blocks-cfg-two-passes", "blocks-cfg-batch-2-ti2v",
-        "blocks-cfg-two-passes-ti2v", "full-cfg-batch-2", "full-cfg-two-passes-ti2v",
-        "layers-cfg-batch-2"])
+        "full-cfg-batch-2", "full-cfg-two-passes-ti2v", "layers-cfg-batch-2"])
 def test_sampling_compiles_once_then_never_again(mode, batched_cfg, config):
     """Steps x CFG (cond + uncond) x changing timesteps x the A14B expert switch (two model
     instances of one architecture) add no compile after the first forward; blocks and full
@@ -131,15 +130,12 @@ def test_new_resolution_or_frame_count_costs_at_most_one_compile(mode):
     compile_dit(model, mode, backend=counter)
     context, _ = contexts(batch=1)
     counts = []
-    for grid in [(3, 4, 6), (3, 6, 8), (3, 8, 4), (5, 8, 4), (2, 6, 6), (4, 4, 4)]:
+    # a new resolution, a new frame count, then both new
+    for grid in [(3, 4, 6), (3, 6, 8), (5, 6, 8), (2, 8, 4)]:
         x = torch.randn(1, 16, *grid)
         model(x, torch.tensor([900.0]), context)
         counts.append(counter.frame_count)
-    assert counts[0] == 1
-    assert all(b - a <= 1 for a, b in zip(counts, counts[1:]))
-    assert counts[-1] == counts[-3]  # free once resolution and frame count have both changed
-    if mode == "blocks":
-        assert counts == [1, 2, 2, 2, 2, 2]
+    assert counts == ([1, 2, 2, 2] if mode == "blocks" else [1, 2, 3, 3])
 
 
 @torch.no_grad()
@@ -156,6 +152,25 @@ def test_blocks_with_inductor_equal_eager_in_fp32():
     compile_dit(model, "blocks")
     assert rel_l2(model(x, t, context), expected) < 1e-5
     assert counters["stats"]["unique_graphs"] == 1
+
+
+@torch.no_grad()
+def test_triton_kernels_stay_custom_ops_inside_compiled_blocks(monkeypatch):
+    """On CUDA the layers run the fused Triton kernels (here interpreted on CPU): blocks mode
+    traces them as custom ops in one fullgraph graph, reading the strided q/k/v slices of the
+    fused projection, and runs the very same kernels as eager (bit-equal bf16)."""
+    monkeypatch.setenv("WANRT_PLATFORM", "cuda")
+    platforms._platform_for.cache_clear()
+    config = replace(T2V, num_layers=2)
+    model = init_random_(WanModel(config, dtype=torch.bfloat16), seed=0).eval()
+    model.fuse_projections()
+    assert {m.impl for m in model.modules() if hasattr(m, "impl")} == {"triton"}
+    x, t, context = torch.randn(1, 16, 1, 4, 4), torch.tensor([700.0]), contexts()[0]
+    expected = model(x, t, context)
+    counter = CompileCounterWithBackend("aot_eager")
+    compile_dit(model, "blocks", backend=counter)
+    assert torch.equal(model(x, t, context), expected)
+    assert counter.frame_count == 1 and not counters["graph_break"]
 
 
 @pytest.mark.parametrize("name", list(PLATFORMS))
