@@ -44,9 +44,11 @@ class WanRTLoadDiffusionModel:
                            "bf16). fp8_e4m3fn: an fp8 file's weights stay fp8 in memory and are "
                            "dequantised per matmul (half the memory); other files load as default."}),
             "attention": (sorted(BACKENDS), {
-                "default": "sdpa",
-                "tooltip": "Attention implementation. sdpa: PyTorch's fused attention (picks "
-                           "flash / memory-efficient kernels itself); math: plain reference."}),
+                "default": "auto",
+                "tooltip": "Attention implementation. auto: cuDNN attention on Hopper GPUs, else "
+                           "sdpa; sdpa: PyTorch's fused attention (picks flash / cuDNN / "
+                           "memory-efficient itself); sdpa-*: held to that one kernel; math: the "
+                           "plain reference."}),
         }}
 
     @classmethod

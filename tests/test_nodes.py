@@ -54,7 +54,7 @@ def active(tiny_host):
 @pytest.fixture(scope="module")
 def models(tiny_host):
     def dit(name):
-        return call("WanRTLoadDiffusionModel", model_name=name, weight_dtype="default", attention="sdpa")[0]
+        return call("WanRTLoadDiffusionModel", model_name=name, weight_dtype="default", attention="auto")[0]
 
     with host.activate(tiny_host):
         return types.SimpleNamespace(
@@ -314,7 +314,7 @@ def test_a_node_graph_runs_inside_comfyui(comfy, tmp_path, monkeypatch):
     assert nodes["WanRTLoadImage"].INPUT_TYPES()["required"]["image"][0] == ["hills_day.png"]
 
     run = functools.partial(call, nodes=nodes)
-    model = run("WanRTLoadDiffusionModel", model_name=T2V, weight_dtype="default", attention="sdpa")[0]
+    model = run("WanRTLoadDiffusionModel", model_name=T2V, weight_dtype="default", attention="auto")[0]
     text_encoder = run("WanRTLoadTextEncoder", text_encoder_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors")[0]
     vae = run("WanRTLoadVAE", vae_name="wan_2.1_vae.safetensors")[0]
     conditioning = run("WanRTTextEncode", text_encoder=text_encoder, positive="a fox", negative="")[0]
