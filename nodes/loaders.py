@@ -29,7 +29,7 @@ class WanRTLoadDiffusionModel:
     CATEGORY = base.CATEGORY + "/loaders"
     RETURN_TYPES = ("WANRT_MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The diffusion model, on the compute device.",)
+    OUTPUT_TOOLTIPS = ("The diffusion model on the compute device, attention projections fused.",)
     FUNCTION = "load"
 
     @classmethod
@@ -60,7 +60,7 @@ class WanRTLoadDiffusionModel:
         dtype, keep_fp8 = WEIGHT_DTYPES[weight_dtype]
         model = wan_core.load_dit(h.model_path("diffusion_models", model_name), dtype=dtype,
                                   device=h.device(), keep_fp8=keep_fp8, attention_backend=attention)
-        return (model,)
+        return (model.fuse_projections(),)  # q/k/v (and cross-attention k/v) as one GEMM each
 
 
 class WanRTLoadTextEncoder:
