@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import statistics
 import time
 import traceback
@@ -102,8 +103,9 @@ HEADER = ("| model | tokens | implementation | median ms | min ms | TFLOP/s | vs
 def fmt(row: Row, regional: Row | None, eager: Row | None) -> str:
     def ratio(ref):
         return f"{row.ms / ref.ms:.3f}" if ref is not None and ref.times_ms and row.times_ms else "–"
+
     def num(value, spec):
-        return "–" if value != value else format(value, spec)  # NaN: not measured here
+        return "–" if math.isnan(value) else format(value, spec)  # NaN: not measured here
     cells = [row.model, str(row.tokens), row.impl]
     if row.times_ms:
         cells += [f"{row.ms:.1f}", f"{min(row.times_ms):.1f}",
@@ -225,7 +227,8 @@ class Bench:
         def diffusers_regional(r):
             if ref is None:
                 raise RuntimeError("no diffusers model: its eager row failed or was skipped")
-            ref.compile_repeated_blocks(fullgraph=True, backend=args.backend)
+            mode = {"mode": args.inductor_mode} if args.inductor_mode else {}
+            ref.compile_repeated_blocks(fullgraph=True, backend=args.backend, **mode)
             self.measure(r, lambda: ref(x, t, context, return_dict=False)[0], args.runs)
 
         runs_s = (args.runs + 1) * forward_s

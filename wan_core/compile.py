@@ -50,7 +50,7 @@ def compile_dit(model: nn.Module, mode: str, *, backend: str | object = "inducto
     _check_mode(mode)
     if mode == "off" or not current_platform().compile:
         return model
-    options = dict(backend=backend, dynamic=dynamic)
+    options = {"backend": backend, "dynamic": dynamic}
     if inductor_mode is not None:
         options["mode"] = inductor_mode
     if mode == "layers":  # the binding CustomOp makes for "compiled-native", on eager layers
