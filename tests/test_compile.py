@@ -220,25 +220,35 @@ def fp8_projections(model):
     return model
 
 
+I2V = replace(T2V, in_dim=36, image_dim=24)  # Wan 2.1 I2V: CLIP tokens through k_img / v_img
+
+
 @torch.no_grad()
-@pytest.mark.parametrize("fp8", [False, True], ids=["fp32", "fp8-scaled"])
-def test_fused_projections_give_the_same_outputs(fp8):
-    """One stacked GEMM computes the same dot products as three: fp32 rounding only (1e-6)."""
-    model = tiny()
+@pytest.mark.parametrize("config, fp8", [(T2V, False), (T2V, True), (I2V, False)],
+                         ids=["t2v", "t2v-fp8-scaled", "i2v-clip"])
+def test_fused_projections_give_the_same_outputs(config, fp8):
+    """One stacked GEMM computes the same dot products as two or three: fp32 rounding (1e-6)."""
+    model = tiny(config)
     if fp8:
         model = fp8_projections(model)
-    x, t, context = torch.randn(2, 16, 2, 4, 6), torch.tensor([900.0, 100.0]), contexts(2)[0]
-    expected = model(x, t, context)
+    g = torch.Generator().manual_seed(3)
+    x, t, context = (torch.randn(2, 16, 2, 4, 6, generator=g),
+                     torch.tensor([900.0, 100.0]), contexts(2)[0])
+    extra = ({"y": torch.randn(2, 20, 2, 4, 6, generator=g),
+              "clip_fea": torch.randn(2, 5, 24, generator=g)} if config is I2V else {})
+    expected = model(x, t, context, **extra)
     model.fuse_projections()
     names = {name for name, _ in model.named_parameters()}
-    assert "blocks.0.self_attn.fused.q_k_v.weight" in names
-    assert "blocks.0.cross_attn.fused.k_v.weight" in names
-    assert not any(name.startswith("blocks.0.self_attn.q.") for name in names)
-    assert "blocks.0.cross_attn.q.weight" in names  # cross-attention q reads x, not the text
+    assert {"blocks.0.self_attn.fused.q_k_v.weight", "blocks.0.cross_attn.fused.k_v.weight",
+            "blocks.0.cross_attn.q.weight"} <= names  # cross-attention q reads x, not the text
+    assert not any(name.startswith(("blocks.0.self_attn.q.", "blocks.0.cross_attn.k."))
+                   for name in names)
+    if config is I2V:
+        assert "blocks.0.cross_attn.fused.k_img_v_img.weight" in names
     if fp8:
         fused = model.blocks[0].self_attn.fused["q_k_v"]
         assert fused.weight.dtype == torch.float8_e4m3fn and fused.weight_scale.shape == (96,)
-    assert rel_l2(model(x, t, context), expected) < 1e-6
+    assert rel_l2(model(x, t, context, **extra), expected) < 1e-6
 
 
 @torch.no_grad()
