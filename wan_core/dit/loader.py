@@ -27,7 +27,7 @@ from .model import Linear, WanModel, dequantise
 
 def load_dit(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
              device: torch.device | str | None = None, keep_fp8: bool = False,
-             attention_backend: str = "sdpa") -> WanModel:
+             attention_backend: str = "auto") -> WanModel:
     """Load a Wan 2.1 / 2.2 DiT; the variant is detected from tensor names and shapes.
 
     ``dtype``: weights and compute dtype (default bf16, fp16 where the platform has no bf16); the
