@@ -6,10 +6,12 @@ about keeping enough bytes in flight per SM and not re-reading what a program ca
 ``row_kernel`` serves the four row ops. A program owns a tile of ``ROWS`` consecutive tokens of
 one sample, ``[ROWS, BLOCK_C]`` (grid ``(cdiv(L, ROWS), B)``; tokens past ``L`` and channels past
 ``C`` are masked). It loads the tile, optionally adds the gated update to the residual, computes
-one LayerNorm / RMSNorm statistic per token (reductions along axis 1), then loads the per-channel
-vectors (affine weight and bias, shift, scale) and applies them as one multiply-add, and writes
-once. Loading the vectors after the statistics keeps registers free while the tile is in flight
-(more tiles per SM); each vector is loaded once per tile, not once per token.
+the LayerNorm / RMSNorm statistics per token (reductions along axis 1), applies the affine
+weight and bias and the modulation as one multiply-add, and writes once. The per-channel vectors
+(weight, bias, shift, scale) are loaded once per tile, not once per token, after the rows (fewer
+live registers while the rows are in flight) but before the last reduction: ptxas does not move
+loads across its barrier, so they are issued together and arrive while it runs, rather than in
+dependent rounds after it.
 
 Modulation rows: token ``(b, l)`` uses row ``l // group`` of its tensor (``[B,1,C]``: row stride
 0; ``[B,L,C]``: group 1; ``[B,F,1,C]``: group ``L/F``). A ``*_LAYOUT`` constexpr per tensor says
@@ -114,8 +116,8 @@ def row_kernel(
         if NORM == "layer":
             mean = tl.sum(x, axis=1, keep_dims=True) / C
             x = tl.where(mask, x - mean, 0.0)
-        x *= tl.math.rsqrt(tl.sum(x * x, axis=1, keep_dims=True) / C + eps)
-        # y = x * a + c: a = weight * (1 + scale), c = bias * (1 + scale) + shift
+        # y = x_hat * a + c: a = weight * (1 + scale), c = bias * (1 + scale) + shift (loaded
+        # before the last reduction: see the module doc)
         a = 1.0
         c = 0.0
         if weight_ptr is not None:
@@ -131,6 +133,7 @@ def row_kernel(
         if shift_ptr is not None:
             c += _load_modulation(shift_ptr, b, l0, rows, shift_sb, shift_sm, shift_group, cols,
                                   mask, first, SHIFT_LAYOUT)
+        x *= tl.math.rsqrt(tl.sum(x * x, axis=1, keep_dims=True) / C + eps)
         tl.store(out_ptr + out_offsets, (x * a + c).to(out_ptr.dtype.element_ty), mask=mask)
 
 
