@@ -44,7 +44,8 @@ def _load_once(ptrs, first):
     masks all but index 0 of axis 0. Summing over axis 0 then yields the row in the tile's own
     register layout: a load of the row alone would be laid out by its own shape (for fp32 4
     instead of 8 values per thread) and need a shuffle through shared memory. The masked-off
-    loads are constants that ptxas removes."""
+    loads have compile-time false predicates, which ptxas removes (the GPU compile test in
+    tests/test_kernels.py counts the loads)."""
     v = tl.load(ptrs, mask=first, other=0.0, eviction_policy="evict_last")
     return tl.sum(v.to(tl.float32), axis=0, keep_dims=True)
 
