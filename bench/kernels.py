@@ -1,27 +1,19 @@
 """Fused-kernel bandwidth: Triton vs the torch fallback vs ``torch.compile`` of the fallback.
 
     python bench/kernels.py            # Wan shapes on the GPU (B=1, L=32760, C=1536 / 5120)
-    python bench/kernels.py --sweep    # instead: the Triton ops at every tile in TILES
     python bench/kernels.py --tiny     # small shapes on CPU, torch paths only (smoke test)
-    TRITON_INTERPRET=1 python bench/kernels.py --tiny --sweep   # the sweep, interpreted
 
 Bytes moved per op = every input tensor read once + every output written once, at their real
 sizes (bf16 activations; fp32 modulation: [B,1,C] rows are negligible, per-token [B,L,C] rows
 are not; cos/sin tables [L, D/2] fp32). GB/s = bytes / median time. "% copy" compares with
 ``dst.copy_(src)`` of a 1 GiB bf16 tensor (read + write) measured in the same run. The goal is
 >= 80% of copy bandwidth, and no slower than the compiled fallback.
-
-The sweep times each Triton op with its tile fixed instead of chosen by ``triton_ops``: rows per
-program x warps for the row ops, tokens per program x warps for rotary (the heuristic's choice is
-marked), to check or retune that heuristic on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import os
 import statistics
 import time
 
@@ -33,9 +25,6 @@ from wanrt.kernels import torch_ops
 OPS = ("norm_modulate", "gated_residual_norm_modulate", "gated_residual", "rms_norm",
        "rotary_embedding")
 HEAD_DIM = 128
-# tiles the sweep tries: (rows or tokens per program, warps)
-TILES = {"row": [(r, w) for r in (1, 2, 4, 8) for w in (4, 8, 16, 32)],
-         "rotary": [(t, w) for t in (2, 4, 8, 16, 32) for w in (1, 2, 4, 8, 16) if w <= t]}
 
 
 def time_us(fn, device: torch.device) -> float:
@@ -83,102 +72,15 @@ def nbytes(tensors) -> int:
     return sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor))
 
 
-@contextlib.contextmanager
-def fixed_tile(op: str, size: int, warps: int):
-    """Launch ``op`` with ``size`` rows (tokens for rotary) per program and ``warps`` warps."""
-    from wanrt.kernels import triton_ops
-
-    name = "_rotary_tile" if op == "rotary_embedding" else "_row_tile"
-    choose = getattr(triton_ops, name)
-
-    def tile(*args):  # the heuristic's block sizes, our rows (tokens) and warps
-        chosen = choose(*args)
-        if name == "_rotary_tile":
-            return chosen[0], size, chosen[2], warps
-        return size, chosen[1], warps
-
-    setattr(triton_ops, name, tile)
-    try:
-        yield
-    finally:
-        setattr(triton_ops, name, choose)
-
-
-def default_tile(op: str, inputs) -> tuple[int, int]:
-    """(rows or tokens per program, warps) that ``triton_ops`` picks for ``op`` on ``inputs``."""
-    from wanrt.kernels import triton_ops
-
-    x = inputs[0]
-    if op == "rotary_embedding":
-        _, tokens, _, warps = triton_ops._rotary_tile(x.shape[2], x.shape[3], x.element_size())
-        return tokens, warps
-    rows, _, warps = triton_ops._row_tile(x.shape[-1], triton_ops._row_bytes(x.shape[1], *inputs),
-                                          x.element_size())
-    return rows, warps
-
-
-def cell(moved: int, us: float, copy_gbs: float) -> str:
-    """``time · GB/s · % of copy bandwidth`` for ``moved`` bytes in ``us`` µs."""
-    gbs = moved / us / 1e3
-    return f"{us:,.1f} µs · {gbs:,.0f} GB/s · {100 * gbs / copy_gbs:.0f}%"
-
-
-def sweep(cases, seq: int, device, copy_gbs: float) -> list[str]:
-    """Markdown rows: each Triton op of ``cases`` at every tile of ``TILES``."""
-    rows = []
-    for op, dim, layout in cases:
-        inputs = op_args(op, seq, dim, layout, device)
-        run = lambda: getattr(kernels, op)(*inputs, impl="triton")
-        out = run()
-        moved = nbytes(inputs) + nbytes(out if isinstance(out, tuple) else (out,))
-        chosen = default_tile(op, inputs)
-        for size, warps in TILES["rotary" if op == "rotary_embedding" else "row"]:
-            with fixed_tile(op, size, warps):
-                us = time_us(run, device)
-            mark = " ← default" if (size, warps) == chosen else ""
-            rows.append(f"| {op} | {dim} | {layout} | {size} | {warps} | "
-                        f"{cell(moved, us, copy_gbs)}{mark} |")
-    return rows
-
-
-def compare(cases, seq: int, impls, device, copy_gbs: float) -> list[str]:
-    """Markdown rows: each op of ``cases`` in each implementation of ``impls``."""
-    compiled = {op: torch.compile(getattr(torch_ops, op), dynamic=False) for op in OPS}
-    rows = []
-    for op, dim, layout in cases:
-        inputs = op_args(op, seq, dim, layout, device)
-        run = {"triton": lambda: getattr(kernels, op)(*inputs, impl="triton"),
-               "torch": lambda: getattr(kernels, op)(*inputs, impl="torch"),
-               "compiled": lambda: compiled[op](*inputs)}
-        outputs = {impl: run[impl]() for impl in impls}
-        moved = nbytes(inputs) + nbytes(outputs["torch"] if isinstance(outputs["torch"], tuple)
-                                         else (outputs["torch"],))
-        us = {impl: time_us(run[impl], device) for impl in impls}
-        cells = [cell(moved, t, copy_gbs) for t in us.values()]
-        if "triton" in us:
-            cells.append(f"{us['compiled'] / us['triton']:.2f}x")
-        first = {impl: out[0] if isinstance(out, tuple) else out for impl, out in outputs.items()}
-        diff = max((first[i].float() - first["torch"].float()).abs().max().item() for i in impls)
-        rows.append(f"| {op} | {dim} | {layout} | {moved / 1e6:,.1f} | " + " | ".join(cells)
-                    + f" | {diff:.2g} |")
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="small CPU shapes, torch paths only")
     parser.add_argument("--seq", type=int, default=32760, help="tokens L (480p x 81 frames)")
-    parser.add_argument("--sweep", action="store_true",
-                        help="time the Triton ops at every tile in TILES instead")
     args = parser.parse_args()
 
     if args.tiny:
         device, seq, dims, copy_numel = torch.device("cpu"), 256, (128, 384), 1 << 24
         impls = ("torch", "compiled")
-        if args.sweep:
-            if os.environ.get("TRITON_INTERPRET") != "1":
-                parser.error("--tiny --sweep runs Triton on CPU: set TRITON_INTERPRET=1")
-            seq = 16  # interpreted, the sweep only checks that every tile runs
     else:
         device, seq, dims, copy_numel = torch.device("cuda"), args.seq, (1536, 5120), 1 << 29
         impls = ("triton", "torch", "compiled")
@@ -186,11 +88,26 @@ def main() -> None:
     cases.append(("gated_residual_norm_modulate", 3072, "[B,L,C]"))  # Wan 2.2 TI2V-5B
 
     copy_gbs = copy_bandwidth(device, copy_numel)
+    compiled = {op: torch.compile(getattr(torch_ops, op), dynamic=False) for op in OPS}
+    rows = []
     with torch.no_grad():
-        if args.sweep:
-            rows = sweep(cases, seq, device, copy_gbs)
-        else:
-            rows = compare(cases, seq, impls, device, copy_gbs)
+        for op, dim, layout in cases:
+            inputs = op_args(op, seq, dim, layout, device)
+            run = {"triton": lambda: getattr(kernels, op)(*inputs, impl="triton"),
+                   "torch": lambda: getattr(kernels, op)(*inputs, impl="torch"),
+                   "compiled": lambda: compiled[op](*inputs)}
+            outputs = {impl: run[impl]() for impl in impls}
+            moved = nbytes(inputs) + nbytes(outputs["torch"] if isinstance(outputs["torch"], tuple)
+                                             else (outputs["torch"],))
+            us = {impl: time_us(run[impl], device) for impl in impls}
+            cells = [f"{t:,.1f} µs · {moved / t / 1e3:,.0f} GB/s · "
+                     f"{100 * moved / t / 1e3 / copy_gbs:.0f}%" for t in us.values()]
+            if "triton" in us:
+                cells.append(f"{us['compiled'] / us['triton']:.2f}x")
+            first = {impl: out[0] if isinstance(out, tuple) else out for impl, out in outputs.items()}
+            diff = max((first[i].float() - first["torch"].float()).abs().max().item() for i in impls)
+            rows.append(f"| {op} | {dim} | {layout} | {moved / 1e6:,.1f} | " + " | ".join(cells)
+                        + f" | {diff:.2g} |")
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     try:
@@ -200,13 +117,9 @@ def main() -> None:
         triton_version = "not installed"
     print(f"{datetime.date.today()} · {name} · torch {torch.__version__} · triton {triton_version}"
           f" · B=1, L={seq}, bf16 x, fp32 modulation · copy {copy_gbs:,.0f} GB/s\n")
-    if args.sweep:
-        print("| op | C | modulation | rows (tokens) per program | warps | triton |")
-        print("|---|---|---|---|---|---|")
-    else:
-        columns = [*impls, "compiled / triton time"] if "triton" in impls else list(impls)
-        print("| op | C | modulation | MB moved | " + " | ".join(columns) + " | max abs diff |")
-        print("|---|---|---|---|" + "---|" * len(columns) + "---|")
+    columns = [*impls, "compiled / triton time"] if "triton" in impls else list(impls)
+    print("| op | C | modulation | MB moved | " + " | ".join(columns) + " | max abs diff |")
+    print("|---|---|---|---|" + "---|" * len(columns) + "---|")
     print("\n".join(rows))
 
 

@@ -23,65 +23,25 @@ from .triton_kernels import rotary_kernel, row_kernel
 
 # triton reads the same variable when it decorates the kernels.
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-_WARP_SIZE = 64 if torch.version.hip else 32
-# Bytes of input rows a program reads: enough per program to keep each SM's memory pipe busy,
-# few enough that a thread keeps its share in registers (a few 16-byte vectors).
-_TILE_BYTES = 16 * 1024
 
 
-def _pow2_floor(n: int) -> int:
-    return 1 << (max(n, 1).bit_length() - 1)
-
-
-def _row_tile(c: int, row_bytes: int, itemsize: int,
-              warp_size: int = _WARP_SIZE) -> tuple[int, int, int]:
-    """``(ROWS, BLOCK_C, num_warps)`` for rows of ``c`` channels (``itemsize`` bytes each) of
-    which a program reads ``row_bytes`` per token (activations and per-token modulation).
-
-    A thread holds one 16-byte vector of each row (1-16 warps along the channels), so the rows of
-    its tile sit in its own registers; ``ROWS`` (at most 16) fills ~``_TILE_BYTES``."""
-    block_c = triton.next_power_of_2(c)
-    num_warps = max(1, min(16, block_c * itemsize // (16 * warp_size)))
-    return min(16, _pow2_floor(_TILE_BYTES // row_bytes)), block_c, num_warps
-
-
-def _rotary_tile(h: int, d: int, itemsize: int,
-                 warp_size: int = _WARP_SIZE) -> tuple[int, int, int, int]:
-    """``(BLOCK_H, TOKENS, BLOCK_D2, num_warps)`` for ``[.., H, D]`` rows.
-
-    ``BLOCK_H`` is the largest power of two dividing H (no idle heads), at most 16. A warp spans
-    the head dim with 16-byte vectors and as many tokens as its remaining lanes; warps are stacked
-    along the tokens only, so a thread's heads sit in its own registers. ``TOKENS`` fills
-    ~``_TILE_BYTES``."""
-    block_h = min(16, h & -h)
-    block_d2 = triton.next_power_of_2(d // 2)
-    lanes_per_token = max(1, min(warp_size, 2 * block_d2 * itemsize // 16))
-    tokens = min(64, _pow2_floor(_TILE_BYTES // (block_h * d * itemsize)))
-    return block_h, tokens, block_d2, max(1, min(16, tokens * lanes_per_token // warp_size))
-
-
-def _row_bytes(seq: int, *tensors: Tensor | None) -> int:
-    """Bytes a program reads per token: the ``[B, L, C]`` tensors among ``tensors``."""
-    return sum(t.shape[-1] * t.element_size() for t in tensors
-               if t is not None and t.dim() == 3 and t.shape[1] == seq)
+def _num_warps(block: int, warp_size: int = 64 if torch.version.hip else 32) -> int:
+    """~8 elements (a 16-byte bf16 vector) per thread for a tile of ``block`` elements, 1-16 warps."""
+    return max(1, min(16, block // (8 * warp_size)))
 
 
 def _channels_contiguous(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _modulation_args(t: Tensor | None, seq: int, rows: int) -> tuple[tuple, str]:
-    """``((tensor, stride_b, stride_m, group), layout)``: token ``(b, l)`` uses row ``l // group``;
-    ``layout`` tells the kernel how a tile of ``rows`` tokens reads it (see ``triton_kernels``)."""
+def _modulation_args(t: Tensor | None, seq: int) -> tuple:
+    """``(tensor, stride_b, stride_m, group)``: token ``(b, l)`` uses row ``l // group``."""
     if t is None:
-        return (None, 0, 0, 1), "tile"
+        return None, 0, 0, 1
     t = _channels_contiguous(t)
     if t.dim() == 4:  # [B, F, 1, C]
-        group = seq // t.shape[1]
-        return (t, t.stride(0), t.stride(1), group), "tile" if group % rows == 0 else "frame"
-    if t.shape[1] == 1:  # [B, 1, C]
-        return (t, t.stride(0), 0, 1), "tile"
-    return (t, t.stride(0), t.stride(1), 1), "token"  # [B, L, C]
+        return t, t.stride(0), t.stride(1), seq // t.shape[1]
+    return t, t.stride(0), (t.stride(1) if t.shape[1] > 1 else 0), 1
 
 
 def _device_of(t: Tensor):
@@ -101,19 +61,16 @@ def _launch_rows(out, res_out, x, residual, gate, shift, scale, weight, bias, ep
         return
     x, residual, weight, bias = (None if t is None else _channels_contiguous(t)
                                  for t in (x, residual, weight, bias))
-    rows, block_c, num_warps = _row_tile(c, _row_bytes(seq, x, residual, gate, shift, scale),
-                                         x.element_size())
-    (gate, gate_layout), (shift, shift_layout), (scale, scale_layout) = (
-        _modulation_args(t, seq, rows) for t in (gate, shift, scale))
+    block = triton.next_power_of_2(c)
     with _device_of(x):
-        row_kernel[(triton.cdiv(seq, rows), b)](
+        row_kernel[(seq, b)](
             out, res_out,
             x, x.stride(0), x.stride(1),
             residual, *((residual.stride(0), residual.stride(1)) if residual is not None else (0, 0)),
-            *gate, *shift, *scale,
+            *_modulation_args(gate, seq), *_modulation_args(shift, seq),
+            *_modulation_args(scale, seq),
             weight, bias, seq, c, eps,
-            NORM=norm, ROWS=rows, BLOCK_C=block_c, GATE_LAYOUT=gate_layout,
-            SHIFT_LAYOUT=shift_layout, SCALE_LAYOUT=scale_layout, num_warps=num_warps)
+            NORM=norm, BLOCK_C=block, num_warps=_num_warps(block))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,12 +139,13 @@ def _rotary_embedding_op(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     if cos.stride() != sin.stride():
         cos, sin = cos.contiguous(), sin.contiguous()
     stride_cb = cos.stride(0) if cos.dim() == 3 else 0
-    block_h, tokens, block_d2, num_warps = _rotary_tile(h, d, x.element_size())
+    block_h = min(16, h & -h)  # largest power of two dividing H (no idle heads), at most 16
+    block_d2 = triton.next_power_of_2(d // 2)
     with _device_of(x):
-        rotary_kernel[(triton.cdiv(h, block_h) * triton.cdiv(seq, tokens), b)](
+        rotary_kernel[(seq, b, triton.cdiv(h, block_h))](
             out, x, x.stride(0), x.stride(1), x.stride(2),
             cos, sin, stride_cb, cos.stride(-2), seq, h, d // 2,
-            BLOCK_H=block_h, TOKENS=tokens, BLOCK_D2=block_d2, num_warps=num_warps)
+            BLOCK_H=block_h, BLOCK_D2=block_d2, num_warps=_num_warps(2 * block_h * block_d2))
     return out
 
 
