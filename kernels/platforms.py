@@ -157,6 +157,11 @@ def current_platform() -> Platform:
     return _platform_for(os.environ.get("WANRT_PLATFORM") or None)
 
 
+def float64_supported(device: torch.device) -> bool:
+    """Whether ``device``'s platform computes in float64 (device types no platform names: yes)."""
+    return all(p.float64 for p in PLATFORMS.values() if p.device_type == device.type)
+
+
 def triton_usable(platform: Platform | None = None) -> bool:
     """Triton kernels can run: the platform supports them and the package is importable.
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .platforms import float64_supported
+
 
 def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
     """Real (not complex) dims of the t/h/w axes for a head dim."""
@@ -18,7 +20,7 @@ def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
 
 def _axis_angles(positions: int, dim: int, theta: float, device) -> torch.Tensor:
     """``[positions, dim/2]`` angles in float64 (float32 where the device lacks float64)."""
-    dtype = torch.float64 if device.type not in ("mps", "musa") else torch.float32
+    dtype = torch.float64 if float64_supported(device) else torch.float32
     j = torch.arange(0, dim, 2, dtype=dtype, device=device)
     inv = 1.0 / theta ** (j / dim)
     return torch.outer(torch.arange(positions, dtype=dtype, device=device), inv)

@@ -1,5 +1,7 @@
 """Platform detection and the override switch."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from wanrt import kernels
@@ -37,3 +39,13 @@ def test_capabilities_match_the_vendor_facts():
     assert {p.name: p.distributed_backend for p in caps.values()} == {
         "rocm": "nccl", "cuda": "nccl", "musa": "mccl", "npu": "hccl", "xpu": "xccl",
         "mps": "gloo", "cpu": "gloo"}
+
+
+@pytest.mark.parametrize("device_type, expected", [
+    ("cuda", True), ("cpu", True), ("xpu", True), ("npu", True), ("mps", False), ("musa", False),
+    ("meta", True)])
+def test_float64_support_follows_the_platform_table(device_type, expected):
+    """Each device type answers its platform's ``float64``; a type no platform names counts as
+    supporting it. (``torch.device("musa")`` only parses once torch_musa is loaded, so the test
+    passes a stand-in with the one attribute read, ``.type``.)"""
+    assert kernels.float64_supported(SimpleNamespace(type=device_type)) is expected

@@ -116,7 +116,7 @@ class PatchEmbedding(nn.Module):
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """``[N] -> [N, dim]`` fp32: ``cat(cos(t w), sin(t w))``, ``w_k = 10000^(-k / (dim/2))``,
     evaluated in float64 (float32 on devices without it)."""
-    dtype = torch.float32 if t.device.type in ("mps", "musa") else torch.float64
+    dtype = torch.float64 if kernels.float64_supported(t.device) else torch.float32
     half = dim // 2
     freqs = torch.pow(10000, -torch.arange(half, dtype=dtype, device=t.device) / half)
     angles = torch.outer(t.to(dtype), freqs)
