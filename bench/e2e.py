@@ -1,0 +1,145 @@
+"""End-to-end Wan 2.1 T2V 1.3B generation, timed stage by stage.
+
+Real sizes on CUDA with random bf16 weights: DiT 1.3B, UMT5-XXL encoder (5.7 B params, the tiny
+SentencePiece tokenizer stands in for the real one) and the Wan 2.1 VAE, all built on the GPU.
+832x480, 81 frames, 50 UniPC steps, CFG 5 (cond + uncond as one batch-2 forward), then VAE decode
+and an mp4 written to a temporary folder. Cold run: the first text encode, the first sampling
+step (torch.compile) and the first decode include their warm-up. Peak GiB is the allocator peak
+during a stage, weights of every resident model included.
+
+    python bench/e2e.py [--compile off|blocks] [--steps 50] [--frames 81] [--tiled-decode]
+    python bench/e2e.py --tiny     # CPU smoke run: tiny models, 5 frames, 3 steps, fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+
+import torch
+from dit_eager import CONFIGS, ours
+
+from wanrt.wan_core.compile import MODES, compile_dit, compile_summary
+from wanrt.wan_core.pipelines import encode_prompts, latent_shape, task_name
+from wanrt.wan_core.sampling import sample
+from wanrt.wan_core.text_encoder import TextEncoder, UMT5Config, UMT5Encoder, UMT5Tokenizer
+from wanrt.wan_core.tiny.text_encoder import CONFIG as TINY_UMT5, train_spiece
+from wanrt.wan_core.tiny.vae import TINY_VAE21, random_state_dict
+from wanrt.wan_core.vae import WAN21_VAE, WanVAE
+from wanrt.wan_core.video_io import save_video
+
+PROMPT = "A red fox trots through fresh snow in a quiet birch forest at sunrise, cinematic."
+
+
+@torch.no_grad()
+def text_encoder(cfg: UMT5Config, dtype, device) -> TextEncoder:
+    """UMT5 with N(0, 0.02) weights and unit norm scales, materialised straight on ``device``."""
+    with torch.device("meta"):
+        model = UMT5Encoder(cfg).to(dtype)
+    model.to_empty(device=device).eval().requires_grad_(False)
+    generator = torch.Generator(device=device).manual_seed(0)
+    for name, p in model.named_parameters():
+        p.fill_(1) if "norm" in name else p.normal_(0, 0.02, generator=generator)
+    tokenizer = UMT5Tokenizer.from_sentencepiece(train_spiece(), "tiny SentencePiece model")
+    return TextEncoder(model, tokenizer)
+
+
+def vae(config, dtype, device) -> WanVAE:
+    with torch.device("meta"):
+        model = WanVAE(config)
+    model.load_state_dict(random_state_dict(config, seed=0), assign=True)
+    model = model.to(device, dtype).eval().requires_grad_(False)
+    return model.use_channels_last() if device.type == "cuda" else model
+
+
+class Stages:
+    """Wall time (synchronised) and allocator peak of each ``with stages(name):`` block."""
+
+    def __init__(self, device: torch.device):
+        self.cuda, self.rows = device.type == "cuda", []
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    @contextmanager
+    def __call__(self, name: str):
+        self.sync()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        yield
+        self.sync()
+        peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f}" if self.cuda else "–"
+        self.rows.append((name, time.perf_counter() - start, peak))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny models on CPU, fp32, compile off")
+    parser.add_argument("--compile", choices=MODES, default="blocks")
+    parser.add_argument("--steps", type=int, help="default 50 (--tiny: 3)")
+    parser.add_argument("--frames", type=int, help="default 81 (--tiny: 5)")
+    parser.add_argument("--tiled-decode", action="store_true")
+    args = parser.parse_args()
+    if args.tiny:
+        device, dtype, width, height, mode = torch.device("cpu"), torch.float32, 96, 64, "off"
+        dit_cfg = dataclasses.replace(CONFIGS["tiny"], text_dim=TINY_UMT5.dim)
+        umt5_cfg, vae_cfg, steps, frames = TINY_UMT5, TINY_VAE21, args.steps or 3, args.frames or 5
+        print(f"device: CPU, torch {torch.__version__}")
+    else:
+        if not torch.cuda.is_available():
+            parser.error("needs a CUDA GPU (or --tiny)")
+        device, dtype, width, height, mode = torch.device("cuda"), torch.bfloat16, 832, 480, args.compile
+        dit_cfg, umt5_cfg, vae_cfg = CONFIGS["1.3B"], UMT5Config(), WAN21_VAE
+        steps, frames = args.steps or 50, args.frames or 81
+        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+              f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+    print(compile_summary(mode))
+
+    stages, step_ends = Stages(device), []
+    start = time.perf_counter()
+    with stages("build DiT"):
+        dit = compile_dit(ours(dit_cfg, dtype, device).fuse_projections(), mode)
+    with stages("build UMT5 encoder"):
+        encoder = text_encoder(umt5_cfg, dtype, device)
+    with stages("build VAE"):
+        decoder = vae(vae_cfg, dtype, device)
+    shape = latent_shape(decoder, batch=1, frames=frames, height=height, width=width)
+    print(f"{width}x{height}, {frames} frames (latent {list(shape)}), {steps} UniPC steps, "
+          f"CFG 5, {dtype}, VAE decode {'tiled' if args.tiled_decode else 'untiled'}\n")
+
+    def step_done(step, total, x0):
+        stages.sync()
+        step_ends.append(time.perf_counter())
+
+    with torch.no_grad():
+        with stages("text encode (prompt + negative)"):
+            context, negative = encode_prompts(encoder, PROMPT, task=task_name(dit))
+        with stages("sampling"):
+            sample_start = time.perf_counter()
+            latent = sample(dit, shape, context=context, negative_context=negative, seed=0,
+                            steps=steps, cfg=5.0, shift=5.0, sampler="unipc", callback=step_done)
+        with stages("VAE decode"):
+            video = ((decoder.decode(latent, tiled=args.tiled_decode) + 1) / 2).clamp(0, 1)
+    with stages("write mp4"), tempfile.TemporaryDirectory() as out:
+        save_video(video[0].permute(1, 2, 3, 0), out, "e2e")
+    total = time.perf_counter() - start
+
+    steps_s = [b - a for a, b in zip([sample_start] + step_ends, step_ends)]
+    print("| stage | seconds | peak GiB |")
+    print("|---|---|---|")
+    for name, seconds, peak in stages.rows:
+        print(f"| {name} | {seconds:.2f} | {peak} |")
+    print(f"| sampling: first step (incl. compile) | {steps_s[0]:.2f} | |")
+    if len(steps_s) > 1:
+        print(f"| sampling: median of steps 2..{steps} | {statistics.median(steps_s[1:]):.3f} | |")
+    print(f"| **total** | **{total:.2f}** | |")
+
+
+if __name__ == "__main__":
+    main()
