@@ -8,6 +8,8 @@ so an unchanged loader is not run again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .. import wan_core
@@ -63,80 +65,84 @@ class WanRTLoadDiffusionModel:
         return (model.fuse_projections(),)  # q/k/v (and cross-attention k/v) as one GEMM each
 
 
-class WanRTLoadTextEncoder:
+class _ModelFileLoader:
+    """A loader whose one input picks a file of ``FOLDER``; ``LOADER`` (a ``wan_core.load_*``)
+    loads it onto the host's compute device. Subclasses state the folder, the input and the
+    outputs; their ``VALIDATE_INPUTS`` and ``load`` name the input: ComfyUI passes inputs by name,
+    and a ``**kwargs`` ``VALIDATE_INPUTS`` would switch off its built-in checks of every input."""
+
+    CATEGORY = base.CATEGORY + "/loaders"
+    FUNCTION = "load"
+    FOLDER: str
+    INPUT_NAME: str
+    INPUT_TOOLTIP: str
+    LOADER: Callable  # wan_core.load_*(path, device=...)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {cls.INPUT_NAME: base.model_file_input(cls.FOLDER, cls.INPUT_TOOLTIP)}}
+
+    @classmethod
+    def validate_file(cls, filename: str) -> bool | str:
+        return base.validate_model_file(cls.FOLDER, filename)
+
+    def load_file(self, filename: str) -> tuple:
+        h = host.current()
+        return (self.LOADER(h.model_path(self.FOLDER, filename), device=h.device()),)
+
+
+class WanRTLoadTextEncoder(_ModelFileLoader):
     DESCRIPTION = ("Load the UMT5-XXL text encoder Wan uses (models/text_encoders), with the "
                    "tokenizer embedded in ComfyUI's files.")
-    CATEGORY = base.CATEGORY + "/loaders"
+    FOLDER, INPUT_NAME = "text_encoders", "text_encoder_name"
+    INPUT_TOOLTIP = "The UMT5-XXL file, e.g. umt5_xxl_fp8_e4m3fn_scaled.safetensors."
     RETURN_TYPES = ("WANRT_TEXT_ENCODER",)
     RETURN_NAMES = ("text_encoder",)
     OUTPUT_TOOLTIPS = ("The text encoder (bf16 on accelerators, fp32 on CPU).",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "text_encoder_name": base.model_file_input(
-                "text_encoders", "The UMT5-XXL file, e.g. umt5_xxl_fp8_e4m3fn_scaled.safetensors."),
-        }}
+    LOADER = staticmethod(wan_core.load_text_encoder)
 
     @classmethod
     def VALIDATE_INPUTS(cls, text_encoder_name):
-        return base.validate_model_file("text_encoders", text_encoder_name)
+        return cls.validate_file(text_encoder_name)
 
     def load(self, text_encoder_name):
-        h = host.current()
-        return (wan_core.load_text_encoder(h.model_path("text_encoders", text_encoder_name),
-                                           device=h.device()),)
+        return self.load_file(text_encoder_name)
 
 
-class WanRTLoadVAE:
+class WanRTLoadVAE(_ModelFileLoader):
     DESCRIPTION = ("Load a Wan video VAE (models/vae): wan_2.1_vae for every Wan 2.1 model and the "
                    "Wan 2.2 A14B models, wan2.2_vae for Wan 2.2 TI2V 5B.")
-    CATEGORY = base.CATEGORY + "/loaders"
+    FOLDER, INPUT_NAME = "vae", "vae_name"
+    INPUT_TOOLTIP = "The VAE file, e.g. wan_2.1_vae.safetensors."
     RETURN_TYPES = ("WANRT_VAE",)
     RETURN_NAMES = ("vae",)
     OUTPUT_TOOLTIPS = ("The VAE, in the file's dtype, on the compute device.",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "vae_name": base.model_file_input("vae", "The VAE file, e.g. wan_2.1_vae.safetensors."),
-        }}
+    LOADER = staticmethod(wan_core.load_vae)
 
     @classmethod
     def VALIDATE_INPUTS(cls, vae_name):
-        return base.validate_model_file("vae", vae_name)
+        return cls.validate_file(vae_name)
 
     def load(self, vae_name):
-        h = host.current()
-        return (wan_core.load_vae(h.model_path("vae", vae_name), device=h.device()),)
+        return self.load_file(vae_name)
 
 
-class WanRTLoadCLIPVision:
+class WanRTLoadCLIPVision(_ModelFileLoader):
     DESCRIPTION = ("Load the CLIP vision encoder (ViT-H, models/clip_vision) that Wan 2.1 I2V and "
                    "FLF2V read the start / end images with.")
-    CATEGORY = base.CATEGORY + "/loaders"
+    FOLDER, INPUT_NAME = "clip_vision", "clip_vision_name"
+    INPUT_TOOLTIP = "The CLIP vision file, e.g. clip_vision_h.safetensors."
     RETURN_TYPES = ("WANRT_CLIP_VISION",)
     RETURN_NAMES = ("clip_vision",)
     OUTPUT_TOOLTIPS = ("The CLIP vision encoder (fp16 on accelerators, fp32 on CPU).",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "clip_vision_name": base.model_file_input(
-                "clip_vision", "The CLIP vision file, e.g. clip_vision_h.safetensors."),
-        }}
+    LOADER = staticmethod(wan_core.load_clip_vision)
 
     @classmethod
     def VALIDATE_INPUTS(cls, clip_vision_name):
-        return base.validate_model_file("clip_vision", clip_vision_name)
+        return cls.validate_file(clip_vision_name)
 
     def load(self, clip_vision_name):
-        h = host.current()
-        return (wan_core.load_clip_vision(h.model_path("clip_vision", clip_vision_name),
-                                          device=h.device()),)
+        return self.load_file(clip_vision_name)
 
 
 NODES = {cls.__name__: cls for cls in (WanRTLoadDiffusionModel, WanRTLoadTextEncoder,
