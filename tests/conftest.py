@@ -15,3 +15,13 @@ def tiny_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-models")
     make_tiny(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def dit_models(tmp_path_factory):
+    """make-tiny's DiT files (``wan_core.tiny.dit``): every checkpoint layout, read-only."""
+    from wanrt.wan_core.tiny import dit
+
+    root = tmp_path_factory.mktemp("tiny-dit")
+    dit.write(root, seed=0)
+    return root

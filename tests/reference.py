@@ -77,3 +77,17 @@ def official_module(relpath: str) -> types.ModuleType:
     finally:
         torch.cuda.current_device = current_device
     return module
+
+
+def official_scheduler(solver: str, steps: int, shift: float):
+    """The official ``unipc`` / ``dpm++`` flow scheduler, built as ``wan/text2video.py`` does."""
+    if solver == "unipc":
+        scheduler = official_module("utils/fm_solvers_unipc").FlowUniPCMultistepScheduler(
+            num_train_timesteps=1000, shift=1, use_dynamic_shifting=False)
+        scheduler.set_timesteps(steps, shift=shift)
+    else:
+        dpm = official_module("utils/fm_solvers")
+        scheduler = dpm.FlowDPMSolverMultistepScheduler(num_train_timesteps=1000, shift=1,
+                                                        use_dynamic_shifting=False)
+        dpm.retrieve_timesteps(scheduler, sigmas=dpm.get_sampling_sigmas(steps, shift))
+    return scheduler

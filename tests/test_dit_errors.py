@@ -9,21 +9,11 @@ from safetensors.torch import load_file, save_file
 
 from wanrt.kernels import platforms
 from wanrt.wan_core import CheckpointError, load_dit
-from wanrt.wan_core.tiny import dit as tiny
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """make-tiny's DiT files, written once per session (the test modules only read them)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_dit"
-    if not root.exists():
-        tiny.write(root, seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def t2v(models):
-    return models / "diffusion_models" / "wan2.1_t2v_1.3B_fp16.safetensors"
+def t2v(dit_models):
+    return dit_models / "diffusion_models" / "wan2.1_t2v_1.3B_fp16.safetensors"
 
 
 def edited(t2v, tmp_path, edit):
@@ -84,12 +74,12 @@ def test_wrong_shape(t2v, tmp_path):
         load_dit(path, device="cpu")
 
 
-def test_unsupported_quantisation_format(models, tmp_path):
+def test_unsupported_quantisation_format(dit_models, tmp_path):
     def to_int8(sd):
         sd["blocks.0.ffn.0.comfy_quant"] = torch.tensor(
             list(json.dumps({"format": "int8_tensorwise"}).encode()), dtype=torch.uint8)
-    path = edited(models / "diffusion_models" / "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
-                  tmp_path, to_int8)
+    fp8_scaled = dit_models / "diffusion_models" / "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+    path = edited(fp8_scaled, tmp_path, to_int8)
     with pytest.raises(CheckpointError, match="'blocks.0.ffn.0' uses quantisation format "
                                               "'int8_tensorwise'"):
         load_dit(path, device="cpu")
@@ -102,11 +92,11 @@ def test_pth_with_code_is_refused(tmp_path):
         load_dit(path, device="cpu")
 
 
-def test_keep_fp8_without_platform_fp8(models, monkeypatch):
+def test_keep_fp8_without_platform_fp8(dit_models, monkeypatch):
     monkeypatch.setenv("WANRT_PLATFORM", "mps")
     platforms._platform_for.cache_clear()
     try:
-        path = models / "diffusion_models" / "wan2.1_t2v_14B_fp8_e4m3fn.safetensors"
+        path = dit_models / "diffusion_models" / "wan2.1_t2v_14B_fp8_e4m3fn.safetensors"
         with pytest.raises(CheckpointError, match=r"holds float8 weights .* the mps platform has "
                                                   r"no float8 dtype; load with keep_fp8=False"):
             load_dit(path, device="cpu", keep_fp8=True)
@@ -114,15 +104,15 @@ def test_keep_fp8_without_platform_fp8(models, monkeypatch):
         platforms._platform_for.cache_clear()
 
 
-def test_a14b_root_folder_asks_for_one_expert(models):
+def test_a14b_root_folder_asks_for_one_expert(dit_models):
     with pytest.raises(CheckpointError, match=r"two experts .*high_noise_model/ and "
                                               r"low_noise_model/"):
-        load_dit(models / "official" / "Wan2.2-I2V-A14B", device="cpu")
+        load_dit(dit_models / "official" / "Wan2.2-I2V-A14B", device="cpu")
 
 
-def test_config_json_disagreeing_with_weights(models, tmp_path):
+def test_config_json_disagreeing_with_weights(dit_models, tmp_path):
     folder = tmp_path / "Wan2.1-T2V-1.3B"
-    shutil.copytree(models / "official" / "Wan2.1-T2V-1.3B", folder)
+    shutil.copytree(dit_models / "official" / "Wan2.1-T2V-1.3B", folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "in_dim": 36}))
     with pytest.raises(CheckpointError, match=r"config.json: says in_dim=36 but the weights have "
@@ -136,14 +126,14 @@ def test_unknown_attention_backend(t2v):
 
 
 @pytest.fixture(scope="module")
-def i2v(models):
-    return load_dit(models / "diffusion_models" / "wan2.1_i2v_480p_14B_fp16.safetensors",
+def i2v(dit_models):
+    return load_dit(dit_models / "diffusion_models" / "wan2.1_i2v_480p_14B_fp16.safetensors",
                     dtype=torch.float32, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def flf2v(models):
-    return load_dit(models / "diffusion_models" / "wan2.1_flf2v_720p_14B_fp16.safetensors",
+def flf2v(dit_models):
+    return load_dit(dit_models / "diffusion_models" / "wan2.1_flf2v_720p_14B_fp16.safetensors",
                     dtype=torch.float32, device="cpu")
 
 

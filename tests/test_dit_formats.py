@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from dit_helpers import rel_l2
 from reference import official_module
 from wanrt.wan_core import load_dit
 from wanrt.wan_core.tiny import dit as tiny
@@ -42,19 +43,6 @@ EXPECTED_VARIANT = {
     "wan2.2_t2v_high_noise_14B": "t2v-256d", "wan2.2_t2v_low_noise_14B": "t2v-256d",
     "wan2.2_i2v_high_noise_14B": "i2v-A256d", "wan2.2_i2v_low_noise_14B": "i2v-A256d",
 }
-
-
-def rel_l2(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """make-tiny's DiT files, written once per session (the test modules only read them)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_dit"
-    if not root.exists():
-        tiny.write(root, seed=0)
-    return root
 
 
 def read_tensors(path):
@@ -136,8 +124,8 @@ def run_both(model, ref, seed=0):
 
 @torch.no_grad()
 @pytest.mark.parametrize("relpath", list(CASES))
-def test_every_tiny_file_loads_and_matches_reference(models, relpath):
-    path = models / relpath
+def test_every_tiny_file_loads_and_matches_reference(dit_models, relpath):
+    path = dit_models / relpath
     model = load_dit(path, dtype=torch.float32, device="cpu")
     assert model.config.variant == EXPECTED_VARIANT[CASES[relpath]]
     ref = reference_model(comfy_to_plain(read_tensors(path)), model.config)
@@ -146,12 +134,12 @@ def test_every_tiny_file_loads_and_matches_reference(models, relpath):
 
 
 @torch.no_grad()
-def test_same_tensors_in_every_layout_give_identical_outputs(models, tmp_path):
+def test_same_tensors_in_every_layout_give_identical_outputs(dit_models, tmp_path):
     """One fp32 state dict written as ComfyUI bare / prefixed, sharded official, diffusers
     (renamed by diffusers' converter) and .pth: bit-identical outputs."""
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
-    folder = models / "official" / "Wan2.1-T2V-1.3B"
+    folder = dit_models / "official" / "Wan2.1-T2V-1.3B"
     sd = load_file(folder / "diffusion_pytorch_model.safetensors")
     save_file(sd, tmp_path / "bare.safetensors")
     save_file({f"model.diffusion_model.{k}": v for k, v in sd.items()},
@@ -181,8 +169,8 @@ def test_same_tensors_in_every_layout_give_identical_outputs(models, tmp_path):
 @torch.no_grad()
 @pytest.mark.parametrize("name", ["wan2.1_t2v_14B_fp8_e4m3fn", "wan2.1_i2v_480p_14B_fp8_scaled",
                                   "wan2.2_t2v_high_noise_14B_fp8_scaled"])
-def test_keep_fp8_dequantises_at_matmul_time(models, name):
-    path = models / "diffusion_models" / f"{name}.safetensors"
+def test_keep_fp8_dequantises_at_matmul_time(dit_models, name):
+    path = dit_models / "diffusion_models" / f"{name}.safetensors"
     upcast = load_dit(path, dtype=torch.float32, device="cpu")
     kept = load_dit(path, dtype=torch.float32, device="cpu", keep_fp8=True)
     q = kept.blocks[0].self_attn.q
@@ -199,8 +187,9 @@ def test_keep_fp8_dequantises_at_matmul_time(models, name):
                        upcast(x, t, context, clip_fea=clip, y=y))
 
 
-def test_default_dtype_is_bf16_with_fp32_timestep_path(models):
-    model = load_dit(models / "diffusion_models" / "wan2.1_t2v_1.3B_fp16.safetensors", device="cpu")
+def test_default_dtype_is_bf16_with_fp32_timestep_path(dit_models):
+    model = load_dit(dit_models / "diffusion_models" / "wan2.1_t2v_1.3B_fp16.safetensors",
+                     device="cpu")
     assert model.dtype == torch.bfloat16
     assert model.blocks[1].ffn[0].weight.dtype == torch.bfloat16
     assert model.time_embedding[0].weight.dtype == torch.float32

@@ -9,25 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dit_helpers import rel_l2
 from reference import official_module
 from wanrt.wan_core import load_dit
 from wanrt.wan_core.tiny import dit as tiny
 
 TOL = 1e-5
 pytestmark = pytest.mark.filterwarnings("ignore:CUDA is not available")  # official autocast
-
-
-def rel_l2(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """make-tiny's DiT files, written once per session (the test modules only read them)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_dit"
-    if not root.exists():
-        tiny.write(root, seed=0)
-    return root
 
 
 def official_model(config, state_dict, text_len, model_type):
@@ -56,8 +44,8 @@ def inputs(config, batch=2, grid=(3, 6, 8), text_len=7, seed=0):
 
 
 @torch.no_grad()
-def test_t2v_matches_official(models):
-    path = models / "official" / "Wan2.1-T2V-1.3B"
+def test_t2v_matches_official(dit_models):
+    path = dit_models / "official" / "Wan2.1-T2V-1.3B"
     ours = load_dit(path, dtype=torch.float32, device="cpu")
     ref = official_model(ours.config, load_file(path / "diffusion_pytorch_model.safetensors"),
                          text_len=7, model_type="t2v")
@@ -68,8 +56,8 @@ def test_t2v_matches_official(models):
 
 @torch.no_grad()
 @pytest.mark.parametrize("per_token", [True, False], ids=["t-per-token", "t-per-sample"])
-def test_ti2v_matches_official(models, per_token):
-    path = models / "diffusion_models" / "wan2.2_ti2v_5B_fp16.safetensors"
+def test_ti2v_matches_official(dit_models, per_token):
+    path = dit_models / "diffusion_models" / "wan2.2_ti2v_5B_fp16.safetensors"
     ours = load_dit(path, dtype=torch.float32, device="cpu")
     ref = official_model(ours.config, load_file(path), text_len=7, model_type="ti2v")
     x, context, _ = inputs(ours.config, grid=(3, 4, 6))
@@ -81,8 +69,8 @@ def test_ti2v_matches_official(models, per_token):
 
 
 @torch.no_grad()
-def test_i2v_a14b_matches_official(models):
-    path = models / "official" / "Wan2.2-I2V-A14B" / "low_noise_model"
+def test_i2v_a14b_matches_official(dit_models):
+    path = dit_models / "official" / "Wan2.2-I2V-A14B" / "low_noise_model"
     ours = load_dit(path, dtype=torch.float32, device="cpu")
     assert ours.config.variant.startswith("i2v-A")
     ref = official_model(ours.config, load_file(path / "diffusion_pytorch_model.safetensors"),
@@ -95,14 +83,14 @@ def test_i2v_a14b_matches_official(models):
 
 @torch.no_grad()
 @pytest.mark.parametrize("folder", list(tiny.DIFFUSERS_FOLDERS))
-def test_clip_variants_match_diffusers(models, folder):
+def test_clip_variants_match_diffusers(dit_models, folder):
     """Wan 2.1 I2V (257 CLIP tokens) and FLF2V (first||last, 514) against diffusers, reading the
     same diffusers folder. diffusers takes FLF2V's two images as ``[2B, N, C]`` and views them as
     ``[B, 2N, C]`` itself; ours takes ``[B, 2N, C]`` directly. Its I2V attention splits the
     context at ``len - 512``, so the text is padded to 512 tokens as Wan's text encoder does."""
     from diffusers import WanTransformer3DModel
 
-    path = models / "diffusers" / folder
+    path = dit_models / "diffusers" / folder
     ours = load_dit(path, dtype=torch.float32, device="cpu")
     ref = WanTransformer3DModel.from_config(
         WanTransformer3DModel.load_config(path / "transformer")).eval()
@@ -119,8 +107,8 @@ def test_clip_variants_match_diffusers(models, folder):
 
 
 @torch.no_grad()
-def test_attention_backends_agree(models):
-    model = load_dit(models / "diffusion_models" / "wan2.1_i2v_480p_14B_fp16.safetensors",
+def test_attention_backends_agree(dit_models):
+    model = load_dit(dit_models / "diffusion_models" / "wan2.1_i2v_480p_14B_fp16.safetensors",
                      dtype=torch.float32, device="cpu")
     x, context, y = inputs(model.config)
     clip = torch.randn(2, tiny.IMAGE_TOKENS, model.config.image_dim)
@@ -131,9 +119,9 @@ def test_attention_backends_agree(models):
 
 
 @torch.no_grad()
-def test_bf16_weights_keep_timestep_path_fp32(models):
+def test_bf16_weights_keep_timestep_path_fp32(dit_models):
     """bf16 compute stays close to fp32; the time embedding and modulation tables stay fp32."""
-    path = models / "diffusion_models" / "wan2.1_t2v_14B_bf16.safetensors"
+    path = dit_models / "diffusion_models" / "wan2.1_t2v_14B_bf16.safetensors"
     fp32 = load_dit(path, dtype=torch.float32, device="cpu")
     bf16 = load_dit(path, dtype=torch.bfloat16, device="cpu")
     assert bf16.blocks[0].self_attn.q.weight.dtype == torch.bfloat16

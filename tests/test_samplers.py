@@ -4,24 +4,10 @@
 import pytest
 import torch
 
-from reference import official_module
+from reference import official_scheduler
 from wanrt.wan_core.samplers import make_sampler
 
 CASES = [(1, 5.0), (2, 5.0), (4, 5.0), (10, 3.0), (50, 5.0), (40, 12.0), (50, 16.0), (7, 1.0)]
-
-
-def official_scheduler(name, steps, shift):
-    if name == "unipc":
-        unipc = official_module("utils/fm_solvers_unipc")
-        scheduler = unipc.FlowUniPCMultistepScheduler(num_train_timesteps=1000, shift=1,
-                                                      use_dynamic_shifting=False)
-        scheduler.set_timesteps(steps, shift=shift)
-    else:
-        dpm = official_module("utils/fm_solvers")
-        scheduler = dpm.FlowDPMSolverMultistepScheduler(num_train_timesteps=1000, shift=1,
-                                                        use_dynamic_shifting=False)
-        dpm.retrieve_timesteps(scheduler, sigmas=dpm.get_sampling_sigmas(steps, shift))
-    return scheduler
 
 
 @pytest.mark.parametrize("name", ["unipc", "dpm++"])

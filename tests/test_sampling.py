@@ -4,7 +4,7 @@ loop's own contract (seed, guidance, experts, TI2V, progress, interrupt, NaN) on
 import pytest
 import torch
 
-from reference import official_module
+from reference import official_module, official_scheduler
 from wanrt.wan_core.sampling import NonFiniteLatentError, initial_noise, sample
 from wanrt.wan_core.samplers import make_sampler
 
@@ -36,20 +36,6 @@ class Adapter:
         seq_len = f * (h // 2) * (w // 2)
         t = t[:, None].expand(b, seq_len) if t.dim() == 1 else t
         return torch.stack(self.official(list(x), t=t, context=list(context), seq_len=seq_len))
-
-
-def official_scheduler(solver, steps, shift):
-    """As ``wan/text2video.py`` builds it."""
-    if solver == "unipc":
-        scheduler = official_module("utils/fm_solvers_unipc").FlowUniPCMultistepScheduler(
-            num_train_timesteps=1000, shift=1, use_dynamic_shifting=False)
-        scheduler.set_timesteps(steps, shift=shift)
-    else:
-        dpm = official_module("utils/fm_solvers")
-        scheduler = dpm.FlowDPMSolverMultistepScheduler(num_train_timesteps=1000, shift=1,
-                                                        use_dynamic_shifting=False)
-        dpm.retrieve_timesteps(scheduler, sigmas=dpm.get_sampling_sigmas(steps, shift))
-    return scheduler
 
 
 @torch.no_grad()
