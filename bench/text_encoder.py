@@ -12,34 +12,14 @@ activation peak, and the max |difference| of the outputs.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import timed  # bench/ is on sys.path when run as a script
 
 from wanrt.wan_core.layers import implementation_report
 from wanrt.wan_core.text_encoder import TextEncoder, UMT5Config, UMT5Encoder
 from wanrt.wan_core.text_encoder.loader import _hf_to_official
 from wanrt.wan_core.tiny.text_encoder import CONFIG as TINY, hf_config
-
-
-def timed(fn, iters: int, device: torch.device) -> tuple[float, str, torch.Tensor]:
-    """(median ms, activation peak GiB as text, last output)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(3):
-        out = fn()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated() if device.type == "cuda" else 0
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        out = fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    peak = f"{(torch.cuda.max_memory_allocated() - base) / 2**30:.2f}" if device.type == "cuda" else "–"
-    return statistics.median(times), peak, out
 
 
 def main() -> None:
@@ -69,9 +49,9 @@ def main() -> None:
     mask = torch.ones_like(tokens)
 
     with torch.no_grad():
-        ours_ms, ours_peak, ours = timed(lambda: te.encode(["x"]), args.iters, device)
+        ours_ms, ours_peak, ours = timed(lambda: te.encode(["x"]), args.iters, device, warmup=3)
         hf_ms, hf_peak, ref = timed(lambda: hf(input_ids=tokens, attention_mask=mask).last_hidden_state,
-                                    args.iters, device)
+                                    args.iters, device, warmup=3)
     diff = (ours[0].float() - ref[0].float()).abs().max().item()
     scale = ref.float().abs().max().item()
 

@@ -13,35 +13,13 @@ Prints a markdown table: median ms, peak GiB allocated above the weights and inp
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import timed  # bench/ is on sys.path when run as a script
 
 from wanrt.wan_core.tiny.vae import TINY_VAE21, diffusers_config
 from wanrt.wan_core.vae import WAN21_VAE, WanVAE
 from wanrt.wan_core.vae.loader import diffusers_name
-
-
-def timed(fn, iters: int, device: torch.device) -> tuple[float, str, torch.Tensor]:
-    """(median ms, peak GiB above what was allocated before, last output)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(2):  # warm-up (cuDNN autotuning on the first call)
-        out = fn()
-        del out
-    sync()
-    base = torch.cuda.memory_allocated() if device.type == "cuda" else 0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(iters):
-        out = None
-        start = time.perf_counter()
-        out = fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    peak = f"{(torch.cuda.max_memory_allocated() - base) / 2**30:.2f}" if device.type == "cuda" else "–"
-    return statistics.median(times), peak, out
 
 
 def main() -> None:
