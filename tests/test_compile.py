@@ -20,6 +20,8 @@ from wanrt.wan_core.compile import MODES, compile_dit, compile_summary
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
 from wanrt.wan_core.sampling import sample
 
+from dit_helpers import rel_l2
+
 T2V = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=3, in_dim=16, out_dim=16,
                 text_dim=16, freq_dim=16)
 TI2V = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=3, in_dim=48, out_dim=48,
@@ -39,10 +41,6 @@ def _fresh():
 
 def tiny(config=T2V, seed=0):
     return init_random_(WanModel(config), seed=seed).eval()
-
-
-def rel_l2(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def contexts(batch=1):
