@@ -7,6 +7,7 @@ import textwrap
 import types
 
 import pytest
+from comfy_stub import StubInterrupt, install_comfy
 from runner_fakes import FAKE_NODES, Sample, fixture
 
 from wanrt.nodes import host
@@ -176,10 +177,6 @@ def test_importing_the_package_never_imports_comfyui():
 
 # --- under a stub ComfyUI ---------------------------------------------------------------------
 
-class StubInterrupt(Exception):
-    pass
-
-
 @pytest.fixture
 def comfy(tmp_path, monkeypatch):
     """Fake ``folder_paths``, ``comfy.utils`` and ``comfy.model_management`` modules that record
@@ -218,27 +215,8 @@ def comfy(tmp_path, monkeypatch):
         def update(self, n):
             log.progress.append((self.total, n))
 
-    def throw_exception_if_processing_interrupted():
-        if log.interrupted:
-            log.interrupted = False
-            raise StubInterrupt()
-
-    def interrupt_current_processing(value=True):
-        log.interrupted = value
-
-    utils = types.ModuleType("comfy.utils")
-    utils.ProgressBar = ProgressBar
-    mm = types.ModuleType("comfy.model_management")
-    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
-    mm.interrupt_current_processing = interrupt_current_processing
-    mm.InterruptProcessingException = StubInterrupt
-    mm.get_torch_device = lambda: "stub-gpu"
-    mm.unet_offload_device = lambda: "stub-cpu"
-    package = types.ModuleType("comfy")
-    package.utils, package.model_management = utils, mm
-    for name, module in {"folder_paths": folder_paths, "comfy": package, "comfy.utils": utils,
-                         "comfy.model_management": mm}.items():
-        monkeypatch.setitem(sys.modules, name, module)
+    install_comfy(monkeypatch, log, folder_paths=folder_paths, progress_bar=ProgressBar,
+                  device="stub-gpu", offload_device="stub-cpu")
     return log
 
 

@@ -12,6 +12,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from comfy_stub import StubInterrupt, install_comfy
 from PIL import Image
 
 import wanrt
@@ -251,10 +252,6 @@ def test_save_video_rejects_prefixes_leaving_the_output_folder(prefix):
 
 # --- inside a stub ComfyUI -----------------------------------------------------------------------
 
-class StubInterrupt(Exception):
-    pass
-
-
 @pytest.fixture
 def comfy(tiny_models, tmp_path, monkeypatch):
     """Fake ComfyUI modules over the tiny models; ``log`` records progress and holds the
@@ -282,23 +279,8 @@ def comfy(tiny_models, tmp_path, monkeypatch):
             mm.throw_exception_if_processing_interrupted()  # as ComfyUI's progress hook does
             log.progress.append((value, total or self.total))
 
-    def throw_exception_if_processing_interrupted():
-        if log.interrupted:
-            log.interrupted = False
-            raise StubInterrupt()
-
-    utils = types.ModuleType("comfy.utils")
-    utils.ProgressBar = ProgressBar
-    mm = types.ModuleType("comfy.model_management")
-    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
-    mm.InterruptProcessingException = StubInterrupt
-    mm.get_torch_device = lambda: torch.device("cpu")
-    mm.unet_offload_device = lambda: torch.device("cpu")
-    package = types.ModuleType("comfy")
-    package.utils, package.model_management = utils, mm
-    for name, module in {"folder_paths": folder_paths, "comfy": package, "comfy.utils": utils,
-                         "comfy.model_management": mm}.items():
-        monkeypatch.setitem(sys.modules, name, module)
+    mm = install_comfy(monkeypatch, log, folder_paths=folder_paths, progress_bar=ProgressBar,
+                       device=torch.device("cpu"), offload_device=torch.device("cpu"))
     return log
 
 
