@@ -25,3 +25,16 @@ def dit_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-dit")
     dit.write(root, seed=0)
     return root
+
+
+@pytest.fixture
+def served(tiny_models, tmp_path):
+    """``(url, output_dir)`` of a WanRT server running on the tiny models for one test."""
+    from wanrt.nodes.host import HeadlessHost
+    from wanrt.server.app import PromptServer, running
+
+    host = HeadlessHost.from_paths(tiny_models, output_dir=tmp_path / "output",
+                                   input_dir=tmp_path / "input", temp_dir=tmp_path / "temp",
+                                   show_progress=False)
+    with running(PromptServer(host, user_dir=tmp_path / "user")) as url:
+        yield url, tmp_path / "output"

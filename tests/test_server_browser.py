@@ -15,8 +15,6 @@ import shutil
 import pytest
 import requests
 
-from wanrt.nodes.host import HeadlessHost
-from wanrt.server.app import PromptServer, running
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -34,14 +32,6 @@ def chromium() -> str:
         pytest.fail("Debian's chromium is not installed; the browser test needs it: "
                     "apt-get update && apt-get install -y chromium")
     return path
-
-
-@pytest.fixture
-def served(tiny_models, tmp_path):
-    host = HeadlessHost.from_paths(tiny_models, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
-                                   temp_dir=tmp_path / "temp", show_progress=False)
-    with running(PromptServer(host, user_dir=tmp_path / "user")) as url:
-        yield url, tmp_path / "output"
 
 
 def test_the_frontend_runs_an_example_workflow_and_shows_its_video(served, tmp_path):

@@ -9,18 +9,8 @@ import pytest
 from comfy_api_simplified import ComfyApiWrapper, ComfyWorkflowWrapper
 from comfy_api_simplified.exceptions import ComfyApiError
 
-from wanrt.nodes.host import HeadlessHost
-from wanrt.server.app import PromptServer, running
 
 WORKFLOW = pathlib.Path(__file__).parent.parent / "workflows" / "api" / "wan2.1_t2v_1.3B.json"
-
-
-@pytest.fixture
-def served(tiny_models, tmp_path):
-    host = HeadlessHost.from_paths(tiny_models, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
-                                   temp_dir=tmp_path / "temp", show_progress=False)
-    with running(PromptServer(host, user_dir=tmp_path / "user")) as url:
-        yield url, tmp_path / "output"
 
 
 def small_workflow(path) -> ComfyWorkflowWrapper:
