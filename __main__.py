@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def isolate_sys_path() -> None:
+    """Take the checkout off ``sys.path`` (``python -m`` puts the working directory there).
+
+    The checkout *is* the package ``wanrt``; as a top-level import location its folders would
+    shadow installed distributions (PyPI's ``kernels``) and ComfyUI's ``nodes``.
+    """
+    sys.path[:] = [entry for entry in sys.path if Path(entry or os.getcwd()).resolve() != PACKAGE_DIR]
 
 
 def _demo(args) -> int:
@@ -28,6 +41,7 @@ def _demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    isolate_sys_path()
     parser = argparse.ArgumentParser(prog="wanrt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="exercise the kernels and print what this platform picked")

@@ -256,7 +256,7 @@ def test_strided_rotary():
 def test_wan_rope_matches_official_rope_apply():
     """``rotary_embedding`` with ``wan_rope_cos_sin`` equals the official ``rope_apply`` (float64
     complex math there; fp32 tables and math here: ~1e-6 relative)."""
-    from tests.reference import official_module
+    from reference import official_module
     model = official_module("modules/model")
     grid, n, d = (3, 4, 5), 2, 128
     x = torch.randn(1, grid[0] * grid[1] * grid[2], n, d)

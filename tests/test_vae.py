@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.reference import official_module
+from reference import official_module
 from wanrt.wan_core import CheckpointError, load_vae
 from wanrt.wan_core.tiny.vae import TINY_VAE21, TINY_VAE22, write
 

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
+from .optional_deps import require
+
 FORMATS = ("mp4", "webp", "gif", "png")
 EXIF_PROMPT = 0x0110  # "Model"; ComfyUI puts "prompt:<json>" here
 EXIF_FIRST_EXTRA = 0x010F  # "Make"; further keys count down from here
@@ -157,8 +159,7 @@ def _pad_to_even(frames: np.ndarray) -> np.ndarray:
 
 
 def _ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return require("imageio_ffmpeg", "Writing mp4", "imageio-ffmpeg").get_ffmpeg_exe()
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int,
@@ -262,7 +263,7 @@ def read_video(path) -> np.ndarray:
     """Decode a saved mp4 / webp / gif back to ``[T, H, W, 3]`` uint8."""
     path = Path(path)
     if path.suffix.lower() == ".mp4":
-        import imageio.v3 as iio
+        iio = require("imageio.v3", "Reading mp4", "imageio")
         return np.stack(list(iio.imiter(path, plugin="FFMPEG")))
     with Image.open(path) as image:
         frames = []

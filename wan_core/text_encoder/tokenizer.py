@@ -15,9 +15,8 @@ import re
 import warnings
 from pathlib import Path
 
-import ftfy
-
 from ..checkpoint import CheckpointError
+from ..optional_deps import require
 
 EOS_ID = 1  # "</s>" in every T5 vocabulary
 PAD_ID = 0
@@ -25,7 +24,7 @@ PAD_ID = 0
 
 def clean_prompt(text: str) -> str:
     """Wan's ``clean='whitespace'``: fix mojibake, unescape HTML twice, collapse whitespace."""
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    text = html.unescape(html.unescape(require("ftfy", "Wan's prompt cleaning").fix_text(text))).strip()
     return re.sub(r"\s+", " ", text).strip()
 
 
