@@ -38,3 +38,19 @@ def served(tiny_models, tmp_path):
                                    show_progress=False)
     with running(PromptServer(host, user_dir=tmp_path / "user")) as url:
         yield url, tmp_path / "output"
+
+
+@pytest.fixture(scope="session")
+def comfyui(tmp_path_factory):
+    """The vendored real ComfyUI, unpacked (``tests/vendored_comfyui.py``)."""
+    from vendored_comfyui import ComfyUI
+
+    return ComfyUI.unpack(tmp_path_factory.mktemp("comfyui"))
+
+
+@pytest.fixture(scope="session")
+def comfyui_server(comfyui, tiny_models, tmp_path_factory):
+    """``(url, base_dir)``: ComfyUI's own server with this pack in custom_nodes and the tiny models."""
+    base = comfyui.base_directory(tmp_path_factory.mktemp("comfyui-base"), tiny_models)
+    with comfyui.serve(base) as url:
+        yield url, base
