@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import torch
 
-from ..wan_core.pipelines import encode_images, latent_shape
-from ..wan_core.presets import check_video_size
-from . import base
+from ..wan_core.checkpoint import CheckpointError
+from ..wan_core.pipelines import encode_images, latent_shape, spatial_step
+from ..wan_core.presets import video_size_problems
+from ..wan_core.vae import read_vae_config
+from . import base, host
+from .loaders import WanRTLoadVAE
 
 CONDITION_KEY = "wanrt_image_condition"
 MAX_RESOLUTION = 16384
-FINEST_SPATIAL_STEP = 16  # the Wan 2.1 VAE's; the Wan 2.2 VAE needs 32 (checked when it runs)
+FINEST_SPATIAL_STEP = 16  # the Wan 2.1 VAE's; the Wan 2.2 VAE needs 32
 
 SIZE_INPUTS = {
     "width": ("INT", {"default": 832, "min": 16, "max": MAX_RESOLUTION, "step": 16,
@@ -33,22 +36,37 @@ SIZE_INPUTS = {
 }
 
 
-def validate_size(width, height, length) -> bool | str:
+def validate_size(width, height, length, upstream=None) -> bool | str:
     """``VALIDATE_INPUTS`` for the size inputs: their min / max (naming them there replaces
-    ComfyUI's own checks) and Wan's size rules. Linked values arrive as None and are checked
-    when the node runs."""
+    ComfyUI's own checks) and Wan's size rules, each input's problem under its own name. The
+    spatial step is the linked VAE's when the graph names its file (``upstream``, WanRT's runner
+    only), else the finest any Wan VAE allows; linked sizes arrive as None and are checked when
+    the node runs."""
+    problems = {}
     for name, value in (("width", width), ("height", height), ("length", length)):
         options = SIZE_INPUTS[name][1]
         if value is not None and not options["min"] <= value <= options["max"]:
-            return f"{name}={value} is outside {options['min']}..{options['max']}"
+            problems[name] = f"{name}={value} is outside {options['min']}..{options['max']}"
+    step, vae_name = _linked_vae_step(upstream)
+    rules = video_size_problems(frames=length, height=height, width=width, spatial_step=step)
+    if vae_name:
+        rules = {name: problem + (f" for the VAE {vae_name}" if name != "frames" else "")
+                 for name, problem in rules.items()}
+    for name, problem in rules.items():
+        problems.setdefault("length" if name == "frames" else name, problem)
+    return base.InvalidInputs(problems) if problems else True
+
+
+def _linked_vae_step(upstream) -> tuple[int, str | None]:
+    """(spatial step, VAE file) of the VAE linked to the node's ``vae`` input, if the graph names
+    the file; else the finest step and None (a missing or bad file is its loader's error)."""
+    vae_name = base.upstream_model_file(upstream, "vae", WanRTLoadVAE)
+    if vae_name is None:
+        return FINEST_SPATIAL_STEP, None
     try:
-        check_video_size(frames=1 if length is None else length,
-                         height=FINEST_SPATIAL_STEP if height is None else height,
-                         width=FINEST_SPATIAL_STEP if width is None else width,
-                         spatial_step=FINEST_SPATIAL_STEP)
-    except ValueError as e:
-        return str(e)
-    return True
+        return spatial_step(read_vae_config(host.current().model_path("vae", vae_name))), vae_name
+    except (host.ModelNotFoundError, CheckpointError):
+        return FINEST_SPATIAL_STEP, None
 
 
 def to_channels_first(images: torch.Tensor, name: str, batch: int) -> torch.Tensor:
@@ -78,8 +96,8 @@ class WanRTEmptyLatentVideo:
                              **SIZE_INPUTS}}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height, length):
-        return validate_size(width, height, length)
+    def VALIDATE_INPUTS(cls, width, height, length, upstream=None):
+        return validate_size(width, height, length, upstream)
 
     def generate(self, vae, width, height, length, batch_size):
         shape = latent_shape(vae, batch=batch_size, frames=length, height=height, width=width)
@@ -117,8 +135,8 @@ class WanRTImageToVideo:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height, length):
-        return validate_size(width, height, length)
+    def VALIDATE_INPUTS(cls, width, height, length, upstream=None):
+        return validate_size(width, height, length, upstream)
 
     def generate(self, model, vae, width, height, length, batch_size, start_image=None,
                  end_image=None, clip_vision=None):

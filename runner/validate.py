@@ -121,8 +121,15 @@ class _Checker:
                 if problem:
                     errors.append(problem)
         if custom.defined and not errors:
-            errors += _run_custom_validation(cls, inputs, custom, received_types)
+            errors += _run_custom_validation(cls, inputs, custom, received_types, self._upstream(inputs))
         return errors, upstream_valid
+
+    def _upstream(self, inputs: dict) -> dict[str, dict]:
+        """For each linked input: its source node's class and widget values (links left out)."""
+        return {name: {"class_type": source["class_type"],
+                       "inputs": {k: v for k, v in source["inputs"].items() if not is_link(v)}}
+                for name, value in inputs.items() if is_link(value)
+                for source in [self.prompt.get(str(value[0]))] if source is not None}
 
     def _check_link(self, node_id: str, name: str, spec: InputSpec,
                     custom: _CustomValidation) -> tuple[dict | None, object]:
@@ -188,6 +195,7 @@ class _CustomValidation:
     names: frozenset = frozenset()  # inputs it names (they skip the built-in min/max/combo checks)
     all_inputs: bool = False  # it takes **kwargs: every input is passed
     input_types: bool = False  # it takes ``input_types`` (and so replaces the link type check)
+    upstream: bool = False  # it takes ``upstream``: WanRT's own extension, see below
 
 
 def _custom_validation(cls) -> _CustomValidation:
@@ -195,20 +203,29 @@ def _custom_validation(cls) -> _CustomValidation:
         return _CustomValidation(False)
     params = inspect.signature(cls.VALIDATE_INPUTS).parameters
     named = {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return _CustomValidation(True, frozenset(named - {"input_types"}),
-                             any(p.kind is p.VAR_KEYWORD for p in params.values()), "input_types" in named)
+    return _CustomValidation(True, frozenset(named - {"input_types", "upstream"}),
+                             any(p.kind is p.VAR_KEYWORD for p in params.values()), "input_types" in named,
+                             "upstream" in named)
 
 
-def _run_custom_validation(cls, inputs: dict, custom: _CustomValidation, received_types: dict) -> list[dict]:
+def _run_custom_validation(cls, inputs: dict, custom: _CustomValidation, received_types: dict,
+                           upstream: dict) -> list[dict]:
     """``VALIDATE_INPUTS(**inputs it takes)`` must return True, else one error per input passed.
-    Linked inputs are passed as None (their values do not exist yet)."""
+    Linked inputs are passed as None (their values do not exist yet).
+
+    WanRT's extensions, invisible to ComfyUI (which passes neither and reads the result as text):
+    an ``upstream`` parameter receives, per linked input, the source node's class and widget
+    values (so a size check can read the linked VAE file); a result with ``by_input`` (see
+    ``nodes.base.InvalidInputs``) reports each of those inputs with its own problem."""
     kwargs = {name: None if is_link(value) else value for name, value in inputs.items()
               if custom.all_inputs or name in custom.names}
-    if custom.input_types:
-        kwargs["input_types"] = received_types
-    result = cls.VALIDATE_INPUTS(**kwargs)
+    extra = {"input_types": received_types} if custom.input_types else {}
+    if custom.upstream:
+        extra["upstream"] = upstream
+    result = cls.VALIDATE_INPUTS(**kwargs, **extra)
     if result is True:
         return []
+    by_input = getattr(result, "by_input", None) or {name: result for name in kwargs}
     return [error("custom_validation_failed", "Custom validation failed for node",
-                  name if result is False else f"{name} - {result}", input_name=name)
-            for name in kwargs if name != "input_types"]
+                  name if problem is False else f"{name} - {problem}", input_name=name)
+            for name, problem in by_input.items()]

@@ -3,6 +3,7 @@
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `python -m wanrt` does: see __main__.py
 
 import pytest  # noqa: E402
 

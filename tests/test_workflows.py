@@ -138,9 +138,9 @@ def reject(tiny_models, tmp_path, monkeypatch):
     loads = []
     monkeypatch.setattr(loaders.wan_core, "load_dit", lambda *args, **kwargs: loads.append(args))
     executor = Executor(HeadlessHost.from_paths(tiny_models, output_dir=tmp_path / "out", show_progress=False))
-    prompt = api_prompt("wan2.1_t2v_1.3B")
 
-    def reject(overrides: dict) -> PromptError:
+    def reject(overrides: dict, workflow: str = "wan2.1_t2v_1.3B") -> PromptError:
+        prompt = api_prompt(workflow)
         with pytest.raises(PromptError) as info:
             executor.run(prompt, {**tiny_overrides(prompt), **overrides})
         assert loads == [] and not (tmp_path / "out").exists()
@@ -182,8 +182,23 @@ def test_value_outside_min_max(reject, key, value, kind):
     ("height", 0, "height=0 is outside 16..16384"),
 ])
 def test_video_size_is_checked_before_work(reject, key, value, message):
-    errors = reject({f"{LATENT}.{key}": value}).node_errors[LATENT]["errors"]
-    assert all(message in e["details"] for e in errors)
+    [error] = reject({f"{LATENT}.{key}": value}).node_errors[LATENT]["errors"]
+    assert error["extra_info"]["input_name"] == key and error["details"] == f"{key} - {message}"
+
+
+def test_each_bad_size_input_is_reported_with_its_own_problem(reject):
+    errors = reject({f"{LATENT}.width": 840, f"{LATENT}.length": 80}).node_errors[LATENT]["errors"]
+    assert {e["extra_info"]["input_name"]: e["details"] for e in errors} == {
+        "width": "width - width=840 is not a multiple of 16 (nearest valid: 832 or 848)",
+        "length": "length - frames=80 is not 4n+1 (nearest valid: 77 or 81)"}
+
+
+def test_a_size_the_linked_vae_cannot_take_is_rejected_before_work(reject):
+    """TI2V 5B's Wan 2.2 VAE needs multiples of 32: 64×48 fails at validation, not after loading."""
+    [error] = reject({f"{LATENT}.width": 64, f"{LATENT}.height": 48}, "wan2.2_ti2v_5B").node_errors[LATENT]["errors"]
+    assert error["extra_info"]["input_name"] == "height"
+    assert error["details"] == ("height - height=48 is not a multiple of 32 (nearest valid: 32 or 64) "
+                                "for the VAE wan2.2_vae.safetensors")
 
 
 def test_cli_prints_the_rejection_and_exits_1(tiny_models, tmp_path, capsys):

@@ -11,6 +11,7 @@ import importlib
 _EXPORTS = {
     "load_dit": ".dit.loader",
     "load_vae": ".vae.loader",
+    "read_vae_config": ".vae.loader",
     "load_text_encoder": ".text_encoder",
     "load_clip_vision": ".clip_vision",
     "CheckpointError": ".checkpoint",

@@ -30,19 +30,27 @@ DEFAULTS: dict[str, TaskDefaults] = {
 }
 
 
-def check_video_size(*, frames: int, height: int, width: int, spatial_step: int) -> None:
-    """Frames must be ``4n + 1`` and width / height multiples of ``spatial_step`` (16 for the
-    Wan 2.1 VAE with patch 2, 32 for the Wan 2.2 VAE); the error names the nearest valid values."""
-    problems = []
-    if frames < 1 or (frames - 1) % 4:
+def video_size_problems(*, frames: int | None, height: int | None, width: int | None,
+                        spatial_step: int) -> dict[str, str]:
+    """Each size input's own problem, by name (``frames``, ``height``, ``width``; None: unknown).
+    Frames must be ``4n + 1`` and width / height multiples of ``spatial_step`` (16 for the Wan 2.1
+    VAE with patch 2, 32 for the Wan 2.2 VAE); each message names the nearest valid values."""
+    problems = {}
+    if frames is not None and (frames < 1 or (frames - 1) % 4):
         lo = max(1, (frames - 1) // 4 * 4 + 1)
-        problems.append(f"frames={frames} is not 4n+1 (nearest valid: {lo} or {lo + 4})")
+        problems["frames"] = f"frames={frames} is not 4n+1 (nearest valid: {lo} or {lo + 4})"
     for name, value in (("width", width), ("height", height)):
-        if value < spatial_step or value % spatial_step:
+        if value is not None and (value < spatial_step or value % spatial_step):
             lo = max(spatial_step, value // spatial_step * spatial_step)
             hi = lo + spatial_step if value > lo else lo
             near = f"{lo}" if lo == hi else f"{lo} or {hi}"
-            problems.append(f"{name}={value} is not a multiple of {spatial_step} "
-                            f"(nearest valid: {near})")
+            problems[name] = (f"{name}={value} is not a multiple of {spatial_step} "
+                              f"(nearest valid: {near})")
+    return problems
+
+
+def check_video_size(*, frames: int, height: int, width: int, spatial_step: int) -> None:
+    """Raise ValueError listing every problem :func:`video_size_problems` finds."""
+    problems = video_size_problems(frames=frames, height=height, width=width, spatial_step=spatial_step)
     if problems:
-        raise ValueError("invalid video size: " + "; ".join(problems))
+        raise ValueError("invalid video size: " + "; ".join(problems.values()))

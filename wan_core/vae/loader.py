@@ -102,6 +102,22 @@ def _config(ckpt: Checkpoint, layout: str) -> VAEConfig:
     return VAEConfig(version, dim=encoder_in[0], dec_dim=decoder_out[1], z_dim=z_dim)
 
 
+def read_vae_config(path: str | os.PathLike) -> VAEConfig:
+    """The config of the VAE in ``path`` from tensor shapes alone (no weights read from
+    safetensors files): what validation needs to know before any work, e.g. its size step."""
+    ckpt = _open(Path(path))
+    layout = _layout(ckpt)
+    return _config(ckpt, layout)
+
+
+def _layout(ckpt: Checkpoint) -> str:
+    layout = next((name for name, probes in _PROBES.items() if all(k in ckpt for k in probes)), None)
+    if layout is None:
+        raise CheckpointError(f"{ckpt.description}: not a Wan VAE checkpoint; it looks like "
+                              f"{_looks_like(ckpt)}")
+    return layout
+
+
 def load_vae(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
              device: torch.device | str | None = None) -> WanVAE:
     """Load a Wan 2.1 or 2.2 VAE from any known layout.
@@ -112,10 +128,7 @@ def load_vae(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
     ``dtype``: compute/storage dtype (default: as stored; bf16 is the fast choice on GPUs).
     """
     ckpt = _open(Path(path))
-    layout = next((name for name, probes in _PROBES.items() if all(k in ckpt for k in probes)), None)
-    if layout is None:
-        raise CheckpointError(f"{ckpt.description}: not a Wan VAE checkpoint; it looks like "
-                              f"{_looks_like(ckpt)}")
+    layout = _layout(ckpt)
     config = _config(ckpt, layout)
     with torch.device("meta"):
         model = WanVAE(config)
