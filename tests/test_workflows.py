@@ -178,7 +178,8 @@ def test_value_outside_min_max(reject, key, value, kind):
 
 @pytest.mark.parametrize("key, value, message", [
     ("length", 80, "frames=80 is not 4n+1 (nearest valid: 77 or 81)"),
-    ("width", 840, "width=840 is not a multiple of 16 (nearest valid: 832 or 848)"),
+    ("width", 840, "width=840 is not a multiple of 16 (nearest valid: 832 or 848) for the VAE "
+                   "wan_2.1_vae.safetensors"),
     ("height", 0, "height=0 is outside 16..16384"),
 ])
 def test_video_size_is_checked_before_work(reject, key, value, message):
@@ -189,7 +190,8 @@ def test_video_size_is_checked_before_work(reject, key, value, message):
 def test_each_bad_size_input_is_reported_with_its_own_problem(reject):
     errors = reject({f"{LATENT}.width": 840, f"{LATENT}.length": 80}).node_errors[LATENT]["errors"]
     assert {e["extra_info"]["input_name"]: e["details"] for e in errors} == {
-        "width": "width - width=840 is not a multiple of 16 (nearest valid: 832 or 848)",
+        "width": "width - width=840 is not a multiple of 16 (nearest valid: 832 or 848) for the VAE "
+                 "wan_2.1_vae.safetensors",
         "length": "length - frames=80 is not 4n+1 (nearest valid: 77 or 81)"}
 
 
