@@ -184,7 +184,7 @@ class ComfyHost(Host):
         return SavedFile(os.path.join(folder, filename), filename, subfolder, "temp" if temp else "output")
 
     def progress(self, total):
-        return self._comfy("comfy.utils").ProgressBar(total)
+        return Progress(total, self, ui=self._comfy("comfy.utils").ProgressBar(total))
 
     def interrupt(self):
         self._comfy("comfy.model_management").interrupt_current_processing(True)
@@ -205,14 +205,16 @@ class ComfyHost(Host):
         return self._comfy("comfy.model_management").unet_offload_device()
 
 
-class TqdmProgress:
-    """Headless progress bar with ComfyUI's ProgressBar interface; checks the interrupt flag."""
+class Progress:
+    """A progress bar with ComfyUI's ProgressBar interface: a tqdm bar on the console (as core
+    KSampler draws one), ``ui`` (ComfyUI's own ProgressBar, inside ComfyUI) and the host's
+    ``on_progress`` hook get every update; each update first checks the host's interrupt."""
 
-    def __init__(self, total: int, host: HeadlessHost):
+    def __init__(self, total: int, host: Host, *, console: bool = True, ui=None):
         from tqdm.auto import tqdm
 
-        self.total, self.current, self._host = total, 0, host
-        self._bar = tqdm(total=total, disable=not host.show_progress, leave=False, dynamic_ncols=True)
+        self.total, self.current, self._host, self._ui = total, 0, host, ui
+        self._bar = tqdm(total=total, disable=not console, dynamic_ncols=True)
 
     def update(self, n: int = 1) -> None:
         self.update_absolute(self.current + n)
@@ -226,6 +228,8 @@ class TqdmProgress:
         self._bar.refresh()
         if self.current >= self.total:
             self._bar.close()
+        if self._ui is not None:
+            self._ui.update_absolute(self.current, self.total, preview)
         if self._host.on_progress is not None:
             self._host.on_progress(self.current, self.total, preview)
 
@@ -323,7 +327,7 @@ class HeadlessHost(Host):
         return SavedFile(os.path.join(folder, filename), filename, subfolder, "temp" if temp else "output")
 
     def progress(self, total):
-        return TqdmProgress(total, self)
+        return Progress(total, self, console=self.show_progress)
 
     def interrupt(self):
         self._interrupt.set()

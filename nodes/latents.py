@@ -169,7 +169,9 @@ class WanRTVAEDecode:
         }}
 
     def decode(self, vae, latent, tiled):
-        video = vae.decode(latent["samples"], tiled=tiled)  # [B, 3, T, H, W] in [-1, 1]
+        bar = host.current().progress(latent["samples"].shape[2])  # latent frames (per tile)
+        video = vae.decode(latent["samples"], tiled=tiled,  # [B, 3, T, H, W] in [-1, 1]
+                           progress=lambda done, total: bar.update_absolute(done, total))
         images = ((video + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).flatten(0, 1)
         return (images.float().cpu(),)
 

@@ -212,8 +212,8 @@ def comfy(tmp_path, monkeypatch):
         def __init__(self, total):
             self.total = total
 
-        def update(self, n):
-            log.progress.append((self.total, n))
+        def update_absolute(self, value, total=None, preview=None):
+            log.progress.append((value, total or self.total))
 
     install_comfy(monkeypatch, log, folder_paths=folder_paths, progress_bar=ProgressBar,
                   device="stub-gpu", offload_device="stub-cpu")
@@ -233,7 +233,7 @@ def test_inside_comfyui_the_host_delegates_to_comfyui(comfy, tmp_path):
     with pytest.raises(ValueError, match="filename_prefix"):
         h.save_path("../x", "mp4")
     h.progress(10).update(1)
-    assert comfy.progress == [(10, 1)]
+    assert comfy.progress == [(1, 10)]
     h.interrupt()
     with pytest.raises(StubInterrupt):
         h.throw_if_interrupted()
@@ -247,9 +247,9 @@ def test_a_node_graph_runs_through_the_comfyui_host(comfy, tmp_path, monkeypatch
     result = executor.run(fixture("ui_basic.json"), {"1.model_name": "tiny.safetensors"})
     assert result.ok
     assert (tmp_path / "comfy" / "output" / "basic" / "number_00001_.txt").read_text() == "47"  # 5 + seed 42
-    assert comfy.progress == [(3, 1)] * 3  # Sample's 3 steps went to comfy.utils.ProgressBar
+    assert comfy.progress == [(1, 3), (2, 3), (3, 3)]  # Sample's 3 steps went to comfy.utils.ProgressBar
 
-    # ComfyUI's interrupt flag, checked before each node: the one after the sampler stops.
+    # ComfyUI's interrupt flag, checked at every progress update: the sampler stops at its next step.
     monkeypatch.setattr(Sample, "on_step", executor.interrupt)
     result = executor.run(fixture("ui_basic.json"), {"5.seed": 1})
-    assert result.status == "interrupted" and result.error["node_id"] == "7"
+    assert result.status == "interrupted" and result.error["node_id"] == "5"

@@ -307,6 +307,7 @@ def test_a_node_graph_runs_inside_comfyui(comfy, tmp_path, monkeypatch):
     latent = run("WanRTSampler", **inputs)[0]
     assert comfy.progress == [(1, 3), (2, 3), (3, 3)]
     images = run("WanRTVAEDecode", vae=vae, latent=latent, tiled=False)[0]
+    assert comfy.progress[3:] == [(1, 2), (2, 2)]  # decode reports each of the 2 latent frames
     out = run("WanRTSaveVideo", images=images, filename_prefix="video/WanRT", format="mp4", fps=16.0,
                quality=90, crf=19, prompt={"7": {"class_type": "WanRTSampler"}},
                extra_pnginfo={"workflow": {"version": 0.4}})

@@ -75,3 +75,14 @@ def test_one_tile_is_the_untiled_path():
     vae = local_vae(TINY_VAE21)
     latents = torch.randn(1, 16, 2, 2, 3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(vae.decode(latents, tiled=True, tile_size=128), vae.decode(latents))
+
+
+@pytest.mark.parametrize("tiled, total", [(False, 2), (True, 12)])
+def test_decode_reports_progress_per_latent_frame_and_tile(tiled, total):
+    """2 latent frames; tiled: a 4×6 latent grid in tiles of 3 with overlap 1 is 2 × 3 tiles, each
+    decoding both frames."""
+    vae = local_vae(TINY_VAE21)
+    latents = torch.randn(1, 16, 2, 4, 6, generator=torch.Generator().manual_seed(0))
+    seen = []
+    vae.decode(latents, tiled=tiled, tile_size=24, tile_overlap=8, progress=lambda *p: seen.append(p))
+    assert seen == [(done, total) for done in range(1, total + 1)]

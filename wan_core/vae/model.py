@@ -7,6 +7,9 @@ what the official wrapper does around the network: per-channel latent normalisat
 
 from __future__ import annotations
 
+import functools
+import itertools
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
@@ -16,7 +19,7 @@ from torch import nn
 from .blocks import (AttentionBlock, AvgDown3D, CausalConv3d, DownBlock, DupUp3D, Resample,
                      ResidualBlock, RMS_norm, UpBlock)
 from .config import LATENT_MEAN, LATENT_STD, VAEConfig
-from .tiling import tiled_apply
+from .tiling import tile_spans, tiled_apply
 
 # Default spatial tiling, in pixels: tiles of at most 384×384 evenly spread with ≥ 64 px overlap
 # (832×480 → 2×3 tiles of 272×320 px, ≈ 1.3× the untiled work).
@@ -181,21 +184,29 @@ class WanVAE(nn.Module):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, *, tiled: bool = False, tile_size: int = TILE_SIZE,
-               tile_overlap: int = TILE_OVERLAP) -> torch.Tensor:
+               tile_overlap: int = TILE_OVERLAP,
+               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Normalised latents ``[B, z, t, h, w]`` → video ``[B, 3, 4(t−1) + 1, h·s, w·s]`` in
         [-1, 1] (float32). ``tiled``: decode overlapping spatial tiles of at most ``tile_size``
-        pixels (≥ ``tile_overlap`` pixels shared) and blend them linearly."""
+        pixels (≥ ``tile_overlap`` pixels shared) and blend them linearly. ``progress(done,
+        total)`` is called after each latent frame (of each tile)."""
         self._check_latents(latents)
         mean, inv_std = self._latent_stats(latents.device)
         z = latents.float() / inv_std + mean
         z = self.conv2(z.to(self._param.device, self._param.dtype))
+        tiles = 1
+        if tiled:
+            tile, overlap = self._tile_grid(tile_size, tile_overlap)
+            tiles = len(tile_spans(z.shape[3], tile, overlap)) * len(tile_spans(z.shape[4], tile, overlap))
+        done, total = itertools.count(1), tiles * z.shape[2]
+        on_frame = (lambda: progress(next(done), total)) if progress else None
+        decode_frames = functools.partial(self._decode_frames, on_frame=on_frame)
         with _cudnn_benchmark(z.is_cuda and self.cudnn_benchmark):
             if tiled:
-                tile, overlap = self._tile_grid(tile_size, tile_overlap)
-                video = tiled_apply(self._decode_frames, z, scale_in=1,
+                video = tiled_apply(decode_frames, z, scale_in=1,
                                     scale_out=self.spatial_compression, tile=tile, overlap=overlap)
             else:
-                video = self._decode_frames(z)
+                video = decode_frames(z)
         return video.clamp_(-1, 1)
 
     # -- streaming ----------------------------------------------------------------------------
@@ -215,9 +226,9 @@ class WanVAE(nn.Module):
             mu[:, :, i:i + 1] = F.conv3d(self.encoder(chunk, cache), weight, bias)
         return mu
 
-    def _decode_frames(self, z: torch.Tensor) -> torch.Tensor:
+    def _decode_frames(self, z: torch.Tensor, on_frame: Callable[[], None] | None = None) -> torch.Tensor:
         """``conv2``-ed latents ``[B, z, t, h, w]`` → video ``[B, 3, 4(t−1)+1, H, W]`` (float32),
-        one latent frame at a time."""
+        one latent frame at a time (``on_frame()`` after each)."""
         z = self._memory_format(z)
         b, _, t, h, w = z.shape
         s, tc = self.spatial_compression, self.temporal_compression
@@ -227,6 +238,8 @@ class WanVAE(nn.Module):
             frames = unpatchify(self.decoder(z[:, :, i:i + 1], cache), self.config.patch_size)
             start = 0 if i == 0 else 1 + tc * (i - 1)
             video[:, :, start:start + frames.shape[2]] = frames
+            if on_frame is not None:
+                on_frame()
         return video
 
     # -- helpers ------------------------------------------------------------------------------
