@@ -13,6 +13,9 @@ from pathlib import Path
 # torch loads; the user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+DESCRIPTION = ("WanRT: fast Wan 2.1 / 2.2 video generation. Run ComfyUI workflows headless (run), "
+               "serve the ComfyUI frontend (serve), write tiny random test checkpoints "
+               "(make-tiny), or show which kernels this machine uses (demo).")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -40,19 +43,42 @@ def _demo(args) -> int:
     device = platform.device() if platform.name != "cpu" else torch.device("cpu")
     x = torch.randn(1, 64, 1536, device=device)
     mod = torch.randn(1, 1, 1536, device=device)
+    if not kernels.triton_usable(platform):
+        print(f"no fused kernel is available on this platform ({platform.name}): "
+              f"every layer runs native (plain torch operations)")
+        return 0
     out = kernels.norm_modulate(x, mod, mod)
     ref = kernels.norm_modulate(x, mod, mod, impl="torch")
     print(f"norm_modulate [1, 64, 1536]: max |fused - torch| = {(out - ref).abs().max().item():.2e}")
     return 0
 
 
+def _make_tiny(outdir: str) -> int:
+    from .wan_core.tiny import make_tiny
+
+    root = Path(outdir)
+    files = [path for path in make_tiny(root) if path.is_file()]
+    folders: dict[str, int] = {}
+    for path in files:
+        folder = path.relative_to(root).parts[0]
+        folders[folder] = folders.get(folder, 0) + 1
+    size = sum(path.stat().st_size for path in files) / 2**20
+    print(f"wrote {len(files)} tiny checkpoint files ({size:.0f} MiB) under {root}: "
+          + ", ".join(f"{folder} ({count})" for folder, count in sorted(folders.items())))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     isolate_sys_path()
-    parser = argparse.ArgumentParser(prog="wanrt", description=__doc__)
+    parser = argparse.ArgumentParser(prog="wanrt", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="exercise the kernels and print what this platform picked")
-    tiny = sub.add_parser("make-tiny", help="write tiny random checkpoints in every real layout")
-    tiny.add_argument("outdir")
+    tiny = sub.add_parser("make-tiny", help="write tiny random checkpoints in every real layout",
+                          description="Write tiny random Wan checkpoints (every model, every file "
+                                      "layout users have, under the real file names) into a "
+                                      "ComfyUI-style models folder, for tests and smoke runs.")
+    tiny.add_argument("outdir", help="the models folder to write (diffusion_models/, vae/, ... "
+                                     "are created inside); pass it to `wanrt run --models-dir`")
     from .runner.cli import add_arguments as add_run_arguments
     add_run_arguments(sub.add_parser("run", help="run a ComfyUI workflow (UI or API JSON) headless"))
     from .server.cli import add_arguments as add_serve_arguments
@@ -61,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args)
     if args.command == "make-tiny":
-        from .wan_core.tiny import make_tiny
-        for path in make_tiny(args.outdir):
-            print(path)
-        return 0
+        return _make_tiny(args.outdir)
     if args.command == "run":
         from .runner.cli import run
         return run(args)

@@ -35,3 +35,16 @@ def test_comfyui_executes_the_t2v_example_made_of_wanrt_nodes(comfyui_server):
                 + output.get("videos", []) + output.get("gifs", [])]
     frames = read_video(base / "output" / video["subfolder"] / video["filename"])
     assert frames.shape == (9, 48, 64, 3)
+
+
+def test_a_plain_clone_imports_in_a_stock_comfyui_and_says_what_to_install(comfyui, tmp_path):
+    """ComfyUI's requirements lack ftfy and imageio: every node still registers; the node that
+    needs one names the pip command when it runs."""
+    pack = tmp_path / "custom_nodes" / PACK_NAME
+    pack.parent.mkdir()
+    pack.symlink_to(ROOT, target_is_directory=True)
+    result = json.loads(comfyui.run(ROOT / "tests/probes/stock_comfyui_import.py", str(pack)).splitlines()[-1])
+    assert result["loaded"] is True
+    assert result["nodes"] == sorted(wanrt.NODE_CLASS_MAPPINGS)
+    assert "needs the package 'ftfy'" in result["clean_prompt"]
+    assert f"python -m pip install -r {ROOT / 'requirements.txt'}" in result["clean_prompt"]
