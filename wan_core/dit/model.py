@@ -303,6 +303,7 @@ class WanModel(nn.Module):
         for name, p in self.named_parameters():
             p.data = p.data.to(torch.float32 if keeps_fp32(name) else dtype)
         self.set_attention_backend(attention_backend)
+        self.block_swap = None  # a wan_core.block_swap.BlockSwap streams blocks from the CPU
 
     @property
     def dtype(self) -> torch.dtype:
@@ -351,7 +352,7 @@ class WanModel(nn.Module):
         context = self.text_embedding(context.to(self.dtype))
         context_img = self.img_emb(clip_fea.to(self.dtype)) if self.img_emb is not None else None
         rope = rope_table(grid, self.config.head_dim, x.device)
-        for block in self.blocks:
+        for block in self.blocks if self.block_swap is None else self.block_swap(self.blocks):
             x = block(x, e0, context, context_img, rope)
         return self.unpatchify(self.head(x, e), grid).float()
 
