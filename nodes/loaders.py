@@ -17,12 +17,14 @@ from ..wan_core.attention import BACKENDS
 from ..wan_core.block_swap import enable_block_swap
 from . import base, host
 
-# weight_dtype choice -> (dtype, keep_fp8); None = the platform's default (bf16, else fp16).
+# weight_dtype choice -> (dtype, keep_fp8, fp8 GEMMs); None = the platform's default (bf16,
+# else fp16).
 WEIGHT_DTYPES = {
-    "default": (None, False),
-    "bf16": (torch.bfloat16, False),
-    "fp16": (torch.float16, False),
-    "fp8_e4m3fn": (None, True),
+    "default": (None, False, False),
+    "bf16": (torch.bfloat16, False, False),
+    "fp16": (torch.float16, False, False),
+    "fp8_e4m3fn": (None, True, False),
+    "fp8_e4m3fn_fast": (None, True, True),
 }
 
 
@@ -46,7 +48,10 @@ class WanRTLoadDiffusionModel:
                 "default": "default",
                 "tooltip": "Weight and compute dtype. default: bf16 (fp16 where the device has no "
                            "bf16). fp8_e4m3fn: an fp8 file's weights stay fp8 in memory and are "
-                           "dequantised per matmul (half the memory); other files load as default."}),
+                           "dequantised per matmul (half the memory); other files load as "
+                           "default. fp8_e4m3fn_fast: the same, and the transformer blocks "
+                           "multiply in fp8 (activations rounded to fp8 per token, ~2% error) on "
+                           "GPUs that can (compute capability 8.9+: Ada, Hopper)."}),
             "attention": (sorted(BACKENDS), {
                 "default": "auto",
                 "tooltip": "Attention implementation. auto: cuDNN attention on Hopper GPUs, else "
@@ -73,13 +78,15 @@ class WanRTLoadDiffusionModel:
     def load(self, model_name, weight_dtype, attention, blocks_to_swap=0, prefetch=1):
         h = host.current()
         residency = h.residency()
-        dtype, keep_fp8 = WEIGHT_DTYPES[weight_dtype]
+        dtype, keep_fp8, fp8_matmul = WEIGHT_DTYPES[weight_dtype]
         # Loaded to the offload device: the sampler brings it to the GPU when it runs (and an
         # A14B pair never needs both experts there at once).
         model = wan_core.load_dit(h.model_path("diffusion_models", model_name), dtype=dtype,
                                   device=residency.offload_device, keep_fp8=keep_fp8,
                                   attention_backend=attention)
         model.fuse_projections()  # q/k/v (and cross-attention k/v) as one GEMM each
+        if fp8_matmul:
+            model.use_fp8_matmul("row")
         if blocks_to_swap:
             enable_block_swap(model, blocks_to_swap, device=residency.compute_device("dit"),
                               prefetch=prefetch)

@@ -5,9 +5,14 @@ to the policy; moving there copies the tensors for real), so a real pipeline run
 shows where the policy puts each model at every stage.
 """
 
+import argparse
+
 import pytest
 import torch
 from torch import nn
+
+from wanrt.nodes.host import HeadlessHost
+from wanrt.runner.cli import add_arguments, memory_options
 
 from wanrt.wan_core import load_clip_vision, load_dit, load_text_encoder, load_vae
 from wanrt.wan_core.pipelines import WanPipeline
@@ -131,3 +136,14 @@ def test_an_out_of_memory_error_names_the_stage_the_resident_models_and_what_wou
     assert f"blocks_to_swap={blocks} of {blocks}" in message  # 2 GiB short: every tiny block
     assert "low_vram" in message
     assert isinstance(caught.value, torch.OutOfMemoryError)  # still an OOM for callers
+
+
+def test_the_runners_memory_flags_configure_the_hosts_one_policy():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["w.json", "--low-vram", "--text-encoder-on-cpu", "--vram-budget", "20"])
+    host = HeadlessHost(memory=memory_options(args))
+    res = host.residency()
+    assert res is host.residency()  # one policy, one budget, for every node of the process
+    assert res.low_vram and res.on_cpu == ("text_encoder",) and res.budget_bytes == 20 << 30
+    assert res.compute_device("text_encoder") == res.offload_device

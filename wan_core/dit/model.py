@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import kernels
+from ...kernels.fp8 import fp8_linear
 from ..attention import attention, get_backend
 from ..checkpoint import FP8_DTYPES
 from ..layers import (GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm,
@@ -48,12 +49,17 @@ def dequantise(weight: torch.Tensor, scale: torch.Tensor | None,
 
 class Linear(nn.Linear):
     """``nn.Linear`` whose weight may stay fp8 in memory (with an optional ``weight_scale``),
-    dequantised to the input dtype at matmul time."""
+    dequantised to the input dtype at matmul time, or, with ``fp8_matmul`` set ("row" /
+    "tensor" activation scales) where the device has fp8 GEMMs, multiplied in fp8."""
 
     weight_scale: torch.Tensor | None = None
+    fp8_matmul: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
+        if w.dtype == torch.float8_e4m3fn and self.fp8_matmul and kernels.fp8_matmul_supported(
+                x.device.type, x.device.index):
+            return fp8_linear(x, w, self.weight_scale, self.bias, self.fp8_matmul)
         if w.dtype in FP8_DTYPES:
             w = dequantise(w, self.weight_scale, x.dtype)
         return F.linear(x, w, self.bias)
@@ -316,6 +322,16 @@ class WanModel(nn.Module):
         for module in self.modules():
             if isinstance(module, _Attention):
                 module.backend = name
+
+    def use_fp8_matmul(self, granularity: str | None = "row") -> WanModel:
+        """Run the transformer blocks' fp8 (e4m3) Linears as fp8 GEMMs, activations quantised
+        per ``granularity`` ("row" / "tensor"), on devices that have them (the platform's
+        ``fp8_matmul``); elsewhere, and for ``None``, they dequantise. Opt-in: the activation
+        rounding costs accuracy (see ``kernels.fp8``)."""
+        for module in self.blocks.modules():
+            if isinstance(module, Linear):
+                module.fp8_matmul = granularity
+        return self
 
     def fuse_projections(self) -> WanModel:
         """Stack q/k/v of every self-attention and k/v of every cross-attention into one Linear
