@@ -278,33 +278,40 @@ class Residency:
         return "\n".join(lines)
 
     def suggestions(self, stage: str, error: BaseException) -> list[str]:
+        """Settings that lower the peak of ``stage`` (node inputs and runner flags named)."""
         tips = []
-        dits = [e.model for e in self._entries.values()
-                if e.role == "dit" and e.model is not None and hasattr(e.model, "blocks")]
+        dits = sorted((e for e in self._entries.values() if e.role == "dit"
+                       and e.model is not None and hasattr(e.model, "blocks")),
+                      key=lambda e: e.device != self.device)  # the resident one first
         if "sampl" in stage and dits:
-            tips.append(self._block_swap_tip(dits[0], error))
-        if "decod" in stage or "encod" in stage and "text" not in stage:
-            tips.append("tiled VAE decode / encode (tiled=True, the 'tiled' input of WanRT VAE "
-                        "Decode)")
+            tip = self._block_swap_tip(dits[0].model, error)
+            tips += [tip] if tip else []
+        if "decod" in stage or ("encod" in stage and "text" not in stage):
+            tips.append("tiled VAE decode / encode (the 'tiled' input of WanRT VAE Decode, "
+                        "tiled=True in Python)")
         if "text" in stage and "text_encoder" not in self.on_cpu:
-            tips.append("run the text encoder on the CPU (on_cpu=('text_encoder',)), or load an "
-                        "fp8 text encoder file")
+            tips.append("run the text encoder on the CPU (runner flag --text-encoder-on-cpu, "
+                        "on_cpu=('text_encoder',) in Python)")
         if not self.low_vram:
             tips.append("low_vram mode: park the diffusion model when sampling ends, so the "
-                        "encoders and the VAE get the whole device")
+                        "encoders and the VAE get the whole device (runner flag --low-vram)")
         tips.append("a smaller size or fewer frames; fp8_e4m3fn weights (half the memory)")
         return tips
 
     @staticmethod
-    def _block_swap_tip(dit: nn.Module, error: BaseException) -> str:
+    def _block_swap_tip(dit: nn.Module, error: BaseException) -> str | None:
+        """``blocks_to_swap`` that frees what the failed allocation asked for (at least 5 more
+        blocks), or None when every block is swapped already."""
         blocks = len(dit.blocks)
         swap = getattr(dit, "block_swap", None)
         swapped = swap.blocks_to_swap if swap is not None else 0
-        per_block = tensor_bytes(module_tensors(dit.blocks[0]))
+        if swapped == blocks:
+            return None
+        per_block = max(tensor_bytes(module_tensors(dit.blocks[0])), 1)
         asked = re.search(r"Tried to allocate ([\d.]+) ([KMG])iB", str(error))
-        short = float(asked.group(1)) * {"K": 1 << 10, "M": 1 << 20, "G": GIB}[asked.group(2)] \
-            if asked else per_block * 5
-        more = max(5, math.ceil(short / max(per_block, 1)))
-        n = min(blocks, swapped + more)
-        return (f"block swap: blocks_to_swap={n} of {blocks} ({per_block / GIB:.2f} GiB each; "
-                f"now {swapped})")
+        short = (float(asked.group(1)) * {"K": 1 << 10, "M": 1 << 20, "G": GIB}[asked.group(2)]
+                 if asked else 0)
+        n = min(blocks, swapped + max(5, math.ceil(short / per_block)))
+        return (f"block swap: blocks_to_swap={n} of {blocks} (the 'blocks_to_swap' input of "
+                f"WanRT Load Diffusion Model; {per_block / GIB:.2f} GiB per block, {swapped} "
+                f"swapped now)")
