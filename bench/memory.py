@@ -14,8 +14,8 @@ stage, the idle A14B expert parked in pinned CPU memory); eager (compile off).
 4. fp8 GEMMs vs bf16, per 14B forward (uncapped: the bf16 14B weights alone are 26 GiB), with
    the relative L2 error of the output.
 
-    python bench/memory.py [--cap 24] [--swaps 0,10,20,30,40] [--steps 4] [--frames 81]
-                           [--skip-a14b] [--skip-1.3b] [--skip-fp8]
+    python bench/memory.py [--cap 24] [--swaps 0,10,20,30,40] [--a14b-swaps 0,20,40]
+                           [--steps 4] [--frames 81] [--skip-a14b] [--skip-1.3b] [--skip-fp8]
     python bench/memory.py --tiny      # CPU smoke run: tiny models (2 blocks: 0 / 1 / 2 swapped),
                                        # fp32, no cap
 """
@@ -189,7 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny models on CPU, fp32, no cap")
     parser.add_argument("--cap", type=float, default=24.0, help="GiB for the 14B / A14B runs")
-    parser.add_argument("--swaps", default="0,10,20,30,40", help="block-swap counts to run")
+    parser.add_argument("--swaps", default="0,10,20,30,40", help="block-swap counts, 14B")
+    parser.add_argument("--a14b-swaps", default="0,20,40", help="block-swap counts, A14B")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--frames", type=int, help="default 81 (--tiny: 5)")
     parser.add_argument("--skip-a14b", action="store_true")
@@ -197,11 +198,12 @@ def main() -> None:
     parser.add_argument("--skip-fp8", action="store_true")
     args = parser.parse_args()
     swaps = [int(n) for n in args.swaps.split(",") if n]
+    a14b_swaps = [int(n) for n in args.a14b_swaps.split(",") if n]
     if args.tiny:
         device, width, height, frames = torch.device("cpu"), 96, 64, args.frames or 5
         big = small = dataclasses.replace(CONFIGS["tiny"], text_dim=TINY_UMT5.dim)
         umt5_cfg, vae_cfg, dtype, caps = TINY_UMT5, TINY_VAE21, torch.float32, (None, None)
-        swaps = list(range(big.num_layers + 1))
+        swaps = a14b_swaps = list(range(big.num_layers + 1))
         fp8_tokens = (2, 4, 4)
         print(f"device: CPU, torch {torch.__version__}")
     else:
@@ -236,7 +238,7 @@ def main() -> None:
         low = random_dit(big, fp8=True, device=device, seed=1)
         residency.register(low, "dit", "low-noise expert")
         rows = []
-        for n in swaps:
+        for n in a14b_swaps:
             enable_block_swap(dit, n, device=device)
             enable_block_swap(low, n, device=device)
             t2v(f"A14B fp8, {n} blocks swapped per expert", residency, (te, dit, decoder), shape,

@@ -3,8 +3,9 @@ compute device just ahead of their turn.
 
 Copies run on a side CUDA stream ``prefetch`` blocks ahead, so they overlap the compute of the
 blocks before; the compute stream waits on an event before a block runs, and the device copy is
-freed once the block is done (the caching allocator reuses it for the next one). At most
-``prefetch + 1`` swapped blocks are on the device at once. The weights themselves never change:
+freed once the block is done (the caching allocator reuses it for the next one). About
+``prefetch + 2`` swapped blocks are on the device at once (the CPU, running ahead of the GPU,
+waits for a block's compute before it copies far beyond it). The weights themselves never change:
 the output is bit-identical to running without swapping.
 
 The swap happens between blocks (in :meth:`WanModel.forward`'s loop), outside any compiled
@@ -18,6 +19,7 @@ On devices without streams (the CPU in tests) copies are made synchronously, the
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -39,8 +41,7 @@ class _Copy:
         self.device = device
         if device.type == "cuda":
             stream = _side_stream(device)
-            stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(stream):
+            with torch.cuda.stream(stream):  # sources: page-locked, never written
                 self.copies = [copy_to(t.data, device) for t in tensors]
                 self.ready = torch.cuda.Event()
                 self.ready.record(stream)
@@ -78,10 +79,17 @@ class BlockSwap:
         first = len(blocks) - self.blocks_to_swap
         queue = iter(range(first, len(blocks)))
         in_flight: dict[int, _Copy] = {}
+        # CUDA: one event per released block, set when its compute is done. The CPU runs ahead
+        # of the GPU; a released copy is only freed when its compute is, so before copying more
+        # the CPU waits for all but the last released block to be done: at most prefetch + 2
+        # swapped blocks hold device memory.
+        released: deque[torch.cuda.Event] = deque()
 
         def fetch_next():
             i = next(queue, None)
             if i is not None:
+                while len(released) > 1:
+                    released.popleft().synchronize()
                 in_flight[i] = _Copy(list(module_tensors(blocks[i])), self.device)
 
         for _ in range(self.prefetch):
@@ -105,6 +113,8 @@ class BlockSwap:
             finally:
                 for t, host in zip(tensors, parked):
                     t.data = host
+                if self.device.type == "cuda":
+                    released.append(torch.cuda.current_stream(self.device).record_event())
 
 
 def enable_block_swap(model: nn.Module, blocks_to_swap: int, *, device: torch.device | str,
