@@ -167,10 +167,14 @@ def float64_supported(device: torch.device) -> bool:
 
 
 @torch.compiler.assume_constant_result  # fixed while tracing: no graph break
-@functools.cache
 def fp8_matmul_supported(device_type: str, index: int | None = None) -> bool:
     """Whether fp8 GEMMs (``kernels.fp8.fp8_linear``) run on device ``device_type:index``: the
     platform's ``fp8_matmul`` compute capability or later."""
+    return _fp8_matmul_supported(device_type, index)
+
+
+@functools.cache
+def _fp8_matmul_supported(device_type: str, index: int | None) -> bool:
     platform = current_platform()
     if platform.fp8_matmul is None or device_type != platform.device_type:
         return False

@@ -12,7 +12,11 @@ emulation of its documented semantics ``(a · scale_a) @ (b · scale_b)``, fp32 
 import pytest
 import torch
 
+from torch._dynamo.testing import CompileCounterWithBackend
+from torch._dynamo.utils import counters
+
 from wanrt import kernels
+from wanrt.wan_core.compile import compile_dit
 from wanrt.kernels import platforms
 from wanrt.kernels.fp8 import E4M3, fp8_linear, quantise
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
@@ -110,6 +114,22 @@ def test_the_dit_runs_its_block_gemms_in_fp8_where_the_platform_has_them(monkeyp
     assert 0 < rel_l2(out, reference) < FP8_TOLERANCE
 
 
+@torch.no_grad()
+def test_fp8_gemm_blocks_compile_to_one_graph_without_breaks():
+    """The capability check is a constant while tracing: compiled blocks keep one graph."""
+    model, inputs = tiny_fp8_dit()
+    model.use_fp8_matmul("row")
+    expected = model(*inputs)
+    counter = CompileCounterWithBackend("eager")
+    torch._dynamo.reset()
+    counters.clear()
+    compile_dit(model, "blocks", backend=counter)
+    for _ in range(2):
+        assert torch.equal(model(*inputs), expected)
+    assert counter.frame_count == 1 and not counters["graph_break"]
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("platform, capability, expected", [
     ("cuda", (9, 0), True), ("cuda", (8, 9), True), ("cuda", (8, 6), False),
     ("cpu", None, False), ("rocm", (9, 4), False)])
@@ -117,10 +137,10 @@ def test_fp8_gemms_follow_the_platform_table(monkeypatch, platform, capability, 
     monkeypatch.setenv("WANRT_PLATFORM", platform)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
     platforms._platform_for.cache_clear()
-    platforms.fp8_matmul_supported.cache_clear()
+    platforms._fp8_matmul_supported.cache_clear()
     try:
         device_type = kernels.current_platform().device_type
         assert kernels.fp8_matmul_supported(device_type, 0) is expected
     finally:
         platforms._platform_for.cache_clear()
-        platforms.fp8_matmul_supported.cache_clear()
+        platforms._fp8_matmul_supported.cache_clear()
