@@ -14,7 +14,7 @@ from torch import nn
 from wanrt.nodes.host import HeadlessHost
 from wanrt.runner.cli import add_arguments, memory_options
 
-from wanrt.wan_core import load_clip_vision, load_dit, load_text_encoder, load_vae
+from wanrt.wan_core import load_dit, load_text_encoder, load_vae
 from wanrt.wan_core.pipelines import WanPipeline
 from wanrt.wan_core.residency import Residency, StageOutOfMemoryError
 
