@@ -22,6 +22,8 @@ class Platform:
     float64 = True
     bf16 = True
     fp8 = True  # float8_e4m3fn tensors can be stored (and cast) on this device
+    # fp8 GEMMs (torch._scaled_mm, row-wise scales) from this compute capability on; None: never
+    fp8_matmul: tuple[int, int] | None = None
     compile = True  # torch.compile (inductor) works
     distributed_backend = "gloo"
 
@@ -37,7 +39,8 @@ class Platform:
 
     def capabilities(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in ("name", "device_type", "triton", "float64", "bf16",
-                                               "fp8", "compile", "distributed_backend")}
+                                               "fp8", "fp8_matmul", "compile",
+                                               "distributed_backend")}
 
 
 def _module_exists(name: str) -> bool:
@@ -55,6 +58,7 @@ class CudaPlatform(Platform):
     name = "cuda"
     device_type = "cuda"
     triton = True
+    fp8_matmul = (8, 9)  # Ada, Hopper and later
     distributed_backend = "nccl"
 
     @classmethod
@@ -160,6 +164,21 @@ def current_platform() -> Platform:
 def float64_supported(device: torch.device) -> bool:
     """Whether ``device``'s platform computes in float64 (device types no platform names: yes)."""
     return all(p.float64 for p in PLATFORMS.values() if p.device_type == device.type)
+
+
+@torch.compiler.assume_constant_result  # fixed while tracing: no graph break
+def fp8_matmul_supported(device_type: str, index: int | None = None) -> bool:
+    """Whether fp8 GEMMs (``kernels.fp8.fp8_linear``) run on device ``device_type:index``: the
+    platform's ``fp8_matmul`` compute capability or later."""
+    return _fp8_matmul_supported(device_type, index)
+
+
+@functools.cache
+def _fp8_matmul_supported(device_type: str, index: int | None) -> bool:
+    platform = current_platform()
+    if platform.fp8_matmul is None or device_type != platform.device_type:
+        return False
+    return torch.cuda.get_device_capability(index) >= platform.fp8_matmul
 
 
 def triton_usable(platform: Platform | None = None) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..wan_core.pipelines import encode_prompts
 from ..wan_core.prompts import NEGATIVE_PROMPT
-from . import base
+from . import base, host
 
 
 class WanRTTextEncode:
@@ -37,7 +37,8 @@ class WanRTTextEncode:
         return True
 
     def encode(self, text_encoder, positive, negative):
-        context, negative_context = encode_prompts(text_encoder, positive, negative)
+        with host.current().residency().use(text_encoder, "text_encoder", "text encode"):
+            context, negative_context = encode_prompts(text_encoder, positive, negative)
         return ({"context": context, "negative_context": negative_context},)
 
 

@@ -145,6 +145,11 @@ class Host:
         """The torch device to park weights on when they are not in use."""
         raise NotImplementedError
 
+    def residency(self):
+        """The one ``wan_core.residency.Residency`` of this process: where every WanRT model is,
+        and the memory budget they share."""
+        raise NotImplementedError
+
 
 class ComfyHost(Host):
     """Delegates to ComfyUI's ``folder_paths``, ``comfy.utils`` and ``comfy.model_management``."""
@@ -204,6 +209,11 @@ class ComfyHost(Host):
     def offload_device(self):
         return self._comfy("comfy.model_management").unet_offload_device()
 
+    def residency(self):
+        from .comfy_memory import comfy_residency
+
+        return comfy_residency()
+
 
 class Progress:
     """A progress bar with ComfyUI's ProgressBar interface: a tqdm bar on the console (as core
@@ -238,7 +248,8 @@ class HeadlessHost(Host):
     """Model folders, output/input/temp directories, tqdm progress and an interrupt flag."""
 
     def __init__(self, model_folders: dict[str, list[str]] | None = None, *, output_dir="output",
-                 input_dir=None, temp_dir=None, show_progress: bool = True):
+                 input_dir=None, temp_dir=None, show_progress: bool = True,
+                 memory: dict | None = None):
         self._folders: dict[str, list[str]] = {}
         for folder, paths in (model_folders or {}).items():
             for path in paths:
@@ -248,6 +259,8 @@ class HeadlessHost(Host):
         self._temp = os.path.abspath(temp_dir or os.path.join(tempfile.gettempdir(), "wanrt"))
         self.show_progress = show_progress
         self._interrupt = threading.Event()
+        self._memory = dict(memory or {})  # Residency options: low_vram, on_cpu, budget_bytes
+        self._residency = None
 
     @classmethod
     def from_paths(cls, models_dir=None, extra_model_paths=None, **kwargs) -> HeadlessHost:
@@ -352,6 +365,13 @@ class HeadlessHost(Host):
         import torch
 
         return torch.device("cpu")
+
+    def residency(self):
+        if self._residency is None:
+            from ..wan_core.residency import Residency
+
+            self._residency = Residency(self.device(), self.offload_device(), **self._memory)
+        return self._residency
 
 
 def read_extra_model_paths(path) -> list[tuple[str, str, bool]]:

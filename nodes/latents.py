@@ -9,6 +9,8 @@ connect directly.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..wan_core.checkpoint import CheckpointError
@@ -143,8 +145,14 @@ class WanRTImageToVideo:
         shape = latent_shape(vae, batch=batch_size, frames=length, height=height, width=width)
         start, end = (None if image is None else to_channels_first(image, name, batch_size)
                       for image, name in ((start_image, "start_image"), (end_image, "end_image")))
-        condition = encode_images(model.config, vae, clip_vision, start=start, end=end,
-                                  frames=length, height=height, width=width)
+        residency = host.current().residency()
+        with contextlib.ExitStack() as stage:
+            if start is not None:
+                stage.enter_context(residency.use(vae, "vae", "image encode"))
+                if clip_vision is not None:
+                    stage.enter_context(residency.use(clip_vision, "clip_vision", "image encode"))
+            condition = encode_images(model.config, vae, clip_vision, start=start, end=end,
+                                      frames=length, height=height, width=width)
         return ({"samples": torch.zeros(shape), CONDITION_KEY: condition},)
 
 
@@ -170,8 +178,9 @@ class WanRTVAEDecode:
 
     def decode(self, vae, latent, tiled):
         bar = host.current().progress(latent["samples"].shape[2])  # latent frames (per tile)
-        video = vae.decode(latent["samples"], tiled=tiled,  # [B, 3, T, H, W] in [-1, 1]
-                           progress=lambda done, total: bar.update_absolute(done, total))
+        with host.current().residency().use(vae, "vae", "VAE decode"):
+            video = vae.decode(latent["samples"], tiled=tiled,  # [B, 3, T, H, W] in [-1, 1]
+                               progress=lambda done, total: bar.update_absolute(done, total))
         images = ((video + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).flatten(0, 1)
         return (images.float().cpu(),)
 

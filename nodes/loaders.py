@@ -14,14 +14,17 @@ import torch
 
 from .. import wan_core
 from ..wan_core.attention import BACKENDS
+from ..wan_core.block_swap import enable_block_swap
 from . import base, host
 
-# weight_dtype choice -> (dtype, keep_fp8); None = the platform's default (bf16, else fp16).
+# weight_dtype choice -> (dtype, keep_fp8, fp8 GEMMs); None = the platform's default (bf16,
+# else fp16).
 WEIGHT_DTYPES = {
-    "default": (None, False),
-    "bf16": (torch.bfloat16, False),
-    "fp16": (torch.float16, False),
-    "fp8_e4m3fn": (None, True),
+    "default": (None, False, False),
+    "bf16": (torch.bfloat16, False, False),
+    "fp16": (torch.float16, False, False),
+    "fp8_e4m3fn": (None, True, False),
+    "fp8_e4m3fn_fast": (None, True, True),
 }
 
 
@@ -31,7 +34,8 @@ class WanRTLoadDiffusionModel:
     CATEGORY = base.CATEGORY + "/loaders"
     RETURN_TYPES = ("WANRT_MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The diffusion model on the compute device, attention projections fused.",)
+    OUTPUT_TOOLTIPS = ("The diffusion model, attention projections fused; it comes to the "
+                       "compute device when it samples.",)
     FUNCTION = "load"
 
     @classmethod
@@ -44,25 +48,49 @@ class WanRTLoadDiffusionModel:
                 "default": "default",
                 "tooltip": "Weight and compute dtype. default: bf16 (fp16 where the device has no "
                            "bf16). fp8_e4m3fn: an fp8 file's weights stay fp8 in memory and are "
-                           "dequantised per matmul (half the memory); other files load as default."}),
+                           "dequantised per matmul (half the memory); other files load as "
+                           "default. fp8_e4m3fn_fast: the same, and the transformer blocks "
+                           "multiply in fp8 (activations rounded to fp8 per token, ~2% error) on "
+                           "GPUs that can (compute capability 8.9+: Ada, Hopper)."}),
             "attention": (sorted(BACKENDS), {
                 "default": "auto",
                 "tooltip": "Attention implementation. auto: cuDNN attention on Hopper GPUs, else "
                            "sdpa; sdpa: PyTorch's fused attention (picks flash / cuDNN / "
                            "memory-efficient itself); sdpa-*: held to that one kernel; math: the "
                            "plain reference."}),
+        }, "optional": {
+            "blocks_to_swap": ("INT", {
+                "default": 0, "min": 0, "max": 40,
+                "tooltip": "Block swap: keep this many of the last transformer blocks in CPU "
+                           "memory and stream each to the GPU just before it runs (14B: 40 "
+                           "blocks of ~0.35 GiB in bf16). 0: all on the GPU. More blocks, less "
+                           "GPU memory, slower steps."}),
+            "prefetch": ("INT", {
+                "default": 1, "min": 0, "max": 8,
+                "tooltip": "Block swap: blocks copied ahead of the one running, overlapping the "
+                           "copy with compute (each costs one block of GPU memory)."}),
         }}
 
     @classmethod
     def VALIDATE_INPUTS(cls, model_name):
         return base.validate_model_file("diffusion_models", model_name)
 
-    def load(self, model_name, weight_dtype, attention):
+    def load(self, model_name, weight_dtype, attention, blocks_to_swap=0, prefetch=1):
         h = host.current()
-        dtype, keep_fp8 = WEIGHT_DTYPES[weight_dtype]
+        residency = h.residency()
+        dtype, keep_fp8, fp8_matmul = WEIGHT_DTYPES[weight_dtype]
+        # Loaded to the offload device: the sampler brings it to the GPU when it runs (and an
+        # A14B pair never needs both experts there at once).
         model = wan_core.load_dit(h.model_path("diffusion_models", model_name), dtype=dtype,
-                                  device=h.device(), keep_fp8=keep_fp8, attention_backend=attention)
-        return (model.fuse_projections(),)  # q/k/v (and cross-attention k/v) as one GEMM each
+                                  device=residency.offload_device, keep_fp8=keep_fp8,
+                                  attention_backend=attention)
+        model.fuse_projections()  # q/k/v (and cross-attention k/v) as one GEMM each
+        if fp8_matmul:
+            model.use_fp8_matmul("row")
+        if blocks_to_swap:
+            enable_block_swap(model, blocks_to_swap, device=residency.compute_device("dit"),
+                              prefetch=prefetch)
+        return (residency.register(model, "dit", model_name),)
 
 
 class _ModelFileLoader:
@@ -77,6 +105,7 @@ class _ModelFileLoader:
     INPUT_NAME: str
     INPUT_TOOLTIP: str
     LOADER: Callable  # wan_core.load_*(path, device=...)
+    ROLE: str  # its role for the residency policy (wan_core.residency.ROLES)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -87,8 +116,12 @@ class _ModelFileLoader:
         return base.validate_model_file(cls.FOLDER, filename)
 
     def load_file(self, filename: str) -> tuple:
+        """Loaded for its compute device (dtype, layout), then parked until its stage runs."""
         h = host.current()
-        return (self.LOADER(h.model_path(self.FOLDER, filename), device=h.device()),)
+        residency = h.residency()
+        model = self.LOADER(h.model_path(self.FOLDER, filename),
+                            device=residency.compute_device(self.ROLE))
+        return (residency.register(model, self.ROLE, filename),)
 
 
 class WanRTLoadTextEncoder(_ModelFileLoader):
@@ -100,6 +133,7 @@ class WanRTLoadTextEncoder(_ModelFileLoader):
     RETURN_NAMES = ("text_encoder",)
     OUTPUT_TOOLTIPS = ("The text encoder (bf16 on accelerators, fp32 on CPU).",)
     LOADER = staticmethod(wan_core.load_text_encoder)
+    ROLE = "text_encoder"
 
     @classmethod
     def VALIDATE_INPUTS(cls, text_encoder_name):
@@ -116,8 +150,9 @@ class WanRTLoadVAE(_ModelFileLoader):
     INPUT_TOOLTIP = "The VAE file, e.g. wan_2.1_vae.safetensors."
     RETURN_TYPES = ("WANRT_VAE",)
     RETURN_NAMES = ("vae",)
-    OUTPUT_TOOLTIPS = ("The VAE, in the file's dtype, on the compute device.",)
+    OUTPUT_TOOLTIPS = ("The VAE, in the file's dtype; on the compute device while it runs.",)
     LOADER = staticmethod(wan_core.load_vae)
+    ROLE = "vae"
 
     @classmethod
     def VALIDATE_INPUTS(cls, vae_name):
@@ -136,6 +171,7 @@ class WanRTLoadCLIPVision(_ModelFileLoader):
     RETURN_NAMES = ("clip_vision",)
     OUTPUT_TOOLTIPS = ("The CLIP vision encoder (fp16 on accelerators, fp32 on CPU).",)
     LOADER = staticmethod(wan_core.load_clip_vision)
+    ROLE = "clip_vision"
 
     @classmethod
     def VALIDATE_INPUTS(cls, clip_vision_name):

@@ -78,8 +78,9 @@ class WanRTSampler:
         if model.config.y_dim and condition.y is None:
             raise ValueError(f"the {model.config.variant} model animates a start image: build its "
                              f"latent with WanRT Image To Video, not an empty latent")
-        device = next(model.parameters()).device
         h = host.current()
+        residency = h.residency()
+        device = residency.compute_device("dit")
         bar = h.progress(steps)  # the callback corrects the total when denoise < 1
         a14b = low_noise_model is not None
         out = sample(
@@ -89,7 +90,7 @@ class WanRTSampler:
             boundary=boundary if a14b else None, cfg_low=cfg_low if a14b else None,
             latent=samples if denoise < 1 else None, denoise=denoise,
             callback=lambda step, total, x0: bar.update_absolute(step, total),
-            interrupt=h.throw_if_interrupted,
+            interrupt=h.throw_if_interrupted, residency=residency,
             **{k: None if v is None else v.to(device) for k, v in condition.sample_kwargs().items()})
         return ({**latent, "samples": out.cpu()},)  # between nodes latents rest on the CPU (ComfyUI)
 

@@ -27,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override an input, e.g. --set 3.seed=42; VALUE is JSON (42, 1.5, true, \"text\", "
                              "[\"4\", 0] for a link) or else taken as a string; repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    memory = parser.add_argument_group("GPU memory (see wan_core/residency.py)")
+    memory.add_argument("--low-vram", action="store_true", help="park the diffusion model in CPU "
+                        "memory when sampling ends, so the encoders and the VAE get the whole GPU")
+    memory.add_argument("--text-encoder-on-cpu", action="store_true",
+                        help="run the text encoder on the CPU (slower; frees its GPU memory)")
+    memory.add_argument("--vram-budget", type=float, metavar="GIB",
+                        help="the most GPU memory all models may hold at once; older idle ones "
+                             "are parked in CPU memory to stay under it")
 
 
 def parse_overrides(items: list[str]) -> dict[str, object]:
@@ -42,6 +50,13 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
     return overrides
 
 
+def memory_options(args: argparse.Namespace) -> dict:
+    """The ``Residency`` options of the memory flags."""
+    return {"low_vram": args.low_vram,
+            "on_cpu": ("text_encoder",) if args.text_encoder_on_cpu else (),
+            "budget_bytes": None if args.vram_budget is None else int(args.vram_budget * 2**30)}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..nodes.host import HeadlessHost
     from . import Executor, PromptError, load_workflow
@@ -51,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         workflow = load_workflow(args.workflow)
         overrides = parse_overrides(args.overrides)
         host = HeadlessHost.from_paths(args.models_dir, args.extra_model_paths, output_dir=args.output_dir,
-                                       input_dir=args.input_dir, show_progress=not args.no_progress)
+                                       input_dir=args.input_dir, show_progress=not args.no_progress,
+                                       memory=memory_options(args))
     except (OSError, ValueError, ImportError) as e:
         print(f"wanrt run: {e}", file=sys.stderr)
         return EXIT_USAGE

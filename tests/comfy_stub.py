@@ -29,6 +29,10 @@ def install_comfy(monkeypatch, log, *, folder_paths, progress_bar, device, offlo
     mm.InterruptProcessingException = StubInterrupt
     mm.get_torch_device = lambda: device
     mm.unet_offload_device = lambda: offload_device
+    # the memory manager, as far as nodes/comfy_memory.py uses it: it loads what it is asked to
+    mm.current_loaded_models = []
+    mm.load_models_gpu = lambda models: [m.partially_load(device) for m in models]
+    mm.loaded_models = lambda: [loaded.model for loaded in mm.current_loaded_models]
     package = types.ModuleType("comfy")
     package.utils, package.model_management = utils, mm
     for name, module in {"folder_paths": folder_paths, "comfy": package, "comfy.utils": utils,

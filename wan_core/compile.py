@@ -50,6 +50,9 @@ def compile_dit(model: nn.Module, mode: str, *, backend: str | object = "inducto
     _check_mode(mode)
     if mode == "off" or not current_platform().compile:
         return model
+    if mode == "full" and getattr(model, "block_swap", None) is not None:
+        raise ValueError("compile mode 'full' would trace the block swap; use mode 'blocks' "
+                         "with block swap")
     options = {"backend": backend, "dynamic": dynamic}
     if inductor_mode is not None:
         options["mode"] = inductor_mode

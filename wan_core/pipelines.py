@@ -12,6 +12,7 @@ official defaults (steps, shift, guidance, size) fill whatever is not passed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import torch
 from . import prompts as wan_prompts
 from .conditioning import clip_image, first_frame_latent, image_to_video_condition
 from .presets import DEFAULTS, TaskDefaults, check_video_size
+from .residency import Residency
 from .sampling import sample
 
 
@@ -114,13 +116,30 @@ def encode_images(dit_config, vae, clip_vision=None, *, start: torch.Tensor | No
 
 @dataclass
 class WanPipeline:
-    """The loaded models of one task. ``dit`` is the high-noise expert for Wan 2.2 A14B."""
+    """The loaded models of one task. ``dit`` is the high-noise expert for Wan 2.2 A14B.
+
+    ``residency`` places the models stage by stage (default: compute on the DiT's device, the
+    encoders and the VAE parked on the CPU between their stages, see ``wan_core.residency``).
+    """
 
     dit: torch.nn.Module
     vae: torch.nn.Module
     text_encoder: torch.nn.Module
     clip_vision: torch.nn.Module | None = None
     low_noise_dit: torch.nn.Module | None = None
+    residency: Residency | None = None
+
+    def __post_init__(self):
+        if self.residency is None:
+            self.residency = Residency(_device(self.dit))
+        a14b = self.low_noise_dit is not None
+        for model, role, label in (
+                (self.text_encoder, "text_encoder", None), (self.vae, "vae", None),
+                (self.clip_vision, "clip_vision", None),
+                (self.dit, "dit", "high-noise expert" if a14b else None),
+                (self.low_noise_dit, "dit", "low-noise expert")):
+            if model is not None:
+                self.residency.register(model, role, label)
 
     @property
     def task(self) -> str:
@@ -148,22 +167,30 @@ class WanPipeline:
         d = self.defaults
         width, height, frames = width or d.width, height or d.height, frames or d.frames
         shape = latent_shape(self.vae, batch=batch_size, frames=frames, height=height, width=width)
-        context, negative = encode_prompts(self.text_encoder, [prompt] * batch_size,
-                                           negative_prompt, task=self.task)
+        res = self.residency
+        with res.use(self.text_encoder, "text_encoder", "text encode"):
+            context, negative = encode_prompts(self.text_encoder, [prompt] * batch_size,
+                                               negative_prompt, task=self.task)
         if image is not None:
             image = image.expand(batch_size, -1, -1, -1)
         if end_image is not None:
             end_image = end_image.expand(batch_size, -1, -1, -1)
-        cond = encode_images(self.dit.config, self.vae, self.clip_vision, start=image,
-                             end=end_image, frames=frames, height=height, width=width)
-        device = _device(self.dit)
+        with contextlib.ExitStack() as stage:
+            if image is not None:
+                stage.enter_context(res.use(self.vae, "vae", "image encode"))
+                if self.clip_vision is not None:
+                    stage.enter_context(res.use(self.clip_vision, "clip_vision", "image encode"))
+            cond = encode_images(self.dit.config, self.vae, self.clip_vision, start=image,
+                                 end=end_image, frames=frames, height=height, width=width)
+        device = res.compute_device("dit")
         latent = sample(
             self.dit, shape, context=context.to(device), negative_context=negative.to(device),
             seed=seed, steps=steps or d.steps, cfg=d.cfg if cfg is None else cfg,
             shift=shift or d.shift, sampler=sampler, low_noise_model=self.low_noise_dit,
             boundary=boundary or d.boundary if self.low_noise_dit is not None else None,
             cfg_low=cfg_low if cfg_low is not None else d.cfg_low,
-            callback=callback, interrupt=interrupt,
+            callback=callback, interrupt=interrupt, residency=res,
             **{k: None if v is None else v.to(device) for k, v in cond.sample_kwargs().items()})
-        video = self.vae.decode(latent.to(_device(self.vae)), tiled=tiled_decode)
+        with res.use(self.vae, "vae", "VAE decode"):
+            video = self.vae.decode(latent.to(res.compute_device("vae")), tiled=tiled_decode)
         return ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)

@@ -10,17 +10,16 @@ dtype. Latents stay float32 throughout, as in the official loops (``wan/text2vid
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .residency import OutOfMemoryError, Residency
 from .samplers import NUM_TRAIN_TIMESTEPS, make_sampler
 
 PATCH_HW = 2  # the DiT patchifies 1×2×2, so a latent frame is (H/2)·(W/2) tokens
-
-# The OOM exception type moved from torch.cuda to torch in 2.5.
-OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 class NonFiniteLatentError(FloatingPointError):
@@ -99,7 +98,7 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
            first_frame: Tensor | None = None, latent: Tensor | None = None,
            denoise: float = 1.0, callback: Callable[[int, int, Tensor], None] | None = None,
            interrupt: Callable[[], None] | None = None,
-           batched_cfg: bool | str = "auto") -> Tensor:
+           batched_cfg: bool | str = "auto", residency: Residency | None = None) -> Tensor:
     """Denoise seeded noise of ``shape = (B, C, F_lat, H_lat, W_lat)`` → final latent (float32,
     on ``context``'s device).
 
@@ -118,6 +117,9 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
     - ``callback(step, total, x0)`` after each step (``step`` from 1), ``x0`` the model's clean
       estimate at that step; ``interrupt()`` is called before each step and should raise to stop.
     - ``batched_cfg``: ``True`` / ``False`` / ``"auto"`` (see :class:`Guidance`).
+    - ``residency``: models are then ``nn.Module`` s it places: each expert is loaded when its
+      steps begin (parking the other, A14B) and released at the end; an out-of-memory error
+      names the sampling stage (see :mod:`wan_core.residency`).
     """
     shape = tuple(shape)
     if len(shape) != 5:
@@ -154,23 +156,32 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
         first_frame = first_frame.to(device, torch.float32)
         x[:, :, :1] = first_frame
 
-    total = len(schedule)
-    for i, t in enumerate(schedule.timesteps.tolist()):
-        if interrupt is not None:
-            interrupt()
-        high = low_noise_model is None or t >= boundary * NUM_TRAIN_TIMESTEPS
-        expert, scale = (model, cfg) if high else (low_noise_model, cfg_low)
-        t_model = torch.full((batch,), float(t), device=device)
-        if first_frame is not None:
-            t_model = token_timesteps(t_model, shape)
-        v = guide(expert, x, t_model, scale)
-        preview = schedule.denoised(v, x) if callback is not None else None
-        x = schedule.step(v, x)
-        if first_frame is not None:
-            x[:, :, :1] = first_frame
-        if not torch.isfinite(x).all():
-            raise NonFiniteLatentError(f"the latent became NaN/inf at step {i + 1} of {total} "
-                                       f"(t={t}); check the model weights and dtype")
-        if callback is not None:
-            callback(i + 1, total, preview)
-    return x
+    total, placed = len(schedule), None
+    with contextlib.ExitStack() as placing:
+        if residency is not None:
+            placing.enter_context(residency.stage("sampling"))
+            placing.callback(lambda: [residency.release(m) for m in (model, low_noise_model)
+                                      if m is not None])
+        for i, t in enumerate(schedule.timesteps.tolist()):
+            if interrupt is not None:
+                interrupt()
+            high = low_noise_model is None or t >= boundary * NUM_TRAIN_TIMESTEPS
+            expert, scale = (model, cfg) if high else (low_noise_model, cfg_low)
+            if residency is not None and expert is not placed:
+                residency.load(expert, "dit", None if low_noise_model is None else (
+                    "high-noise expert" if high else "low-noise expert"))
+                placed = expert
+            t_model = torch.full((batch,), float(t), device=device)
+            if first_frame is not None:
+                t_model = token_timesteps(t_model, shape)
+            v = guide(expert, x, t_model, scale)
+            preview = schedule.denoised(v, x) if callback is not None else None
+            x = schedule.step(v, x)
+            if first_frame is not None:
+                x[:, :, :1] = first_frame
+            if not torch.isfinite(x).all():
+                raise NonFiniteLatentError(f"the latent became NaN/inf at step {i + 1} of {total} "
+                                           f"(t={t}); check the model weights and dtype")
+            if callback is not None:
+                callback(i + 1, total, preview)
+        return x

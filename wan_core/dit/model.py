@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import kernels
+from ...kernels.fp8 import fp8_linear
 from ..attention import attention, get_backend
 from ..checkpoint import FP8_DTYPES
 from ..layers import (GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm,
@@ -48,12 +49,17 @@ def dequantise(weight: torch.Tensor, scale: torch.Tensor | None,
 
 class Linear(nn.Linear):
     """``nn.Linear`` whose weight may stay fp8 in memory (with an optional ``weight_scale``),
-    dequantised to the input dtype at matmul time."""
+    dequantised to the input dtype at matmul time, or, with ``fp8_matmul`` set ("row" /
+    "tensor" activation scales) where the device has fp8 GEMMs, multiplied in fp8."""
 
     weight_scale: torch.Tensor | None = None
+    fp8_matmul: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
+        if w.dtype == torch.float8_e4m3fn and self.fp8_matmul and kernels.fp8_matmul_supported(
+                x.device.type, x.device.index):
+            return fp8_linear(x, w, self.weight_scale, self.bias, self.fp8_matmul)
         if w.dtype in FP8_DTYPES:
             w = dequantise(w, self.weight_scale, x.dtype)
         return F.linear(x, w, self.bias)
@@ -303,6 +309,7 @@ class WanModel(nn.Module):
         for name, p in self.named_parameters():
             p.data = p.data.to(torch.float32 if keeps_fp32(name) else dtype)
         self.set_attention_backend(attention_backend)
+        self.block_swap = None  # a wan_core.block_swap.BlockSwap streams blocks from the CPU
 
     @property
     def dtype(self) -> torch.dtype:
@@ -315,6 +322,16 @@ class WanModel(nn.Module):
         for module in self.modules():
             if isinstance(module, _Attention):
                 module.backend = name
+
+    def use_fp8_matmul(self, granularity: str | None = "row") -> WanModel:
+        """Run the transformer blocks' fp8 (e4m3) Linears as fp8 GEMMs, activations quantised
+        per ``granularity`` ("row" / "tensor"), on devices that have them (the platform's
+        ``fp8_matmul``); elsewhere, and for ``None``, they dequantise. Opt-in: the activation
+        rounding costs accuracy (see ``kernels.fp8``)."""
+        for module in self.blocks.modules():
+            if isinstance(module, Linear):
+                module.fp8_matmul = granularity
+        return self
 
     def fuse_projections(self) -> WanModel:
         """Stack q/k/v of every self-attention and k/v of every cross-attention into one Linear
@@ -351,7 +368,7 @@ class WanModel(nn.Module):
         context = self.text_embedding(context.to(self.dtype))
         context_img = self.img_emb(clip_fea.to(self.dtype)) if self.img_emb is not None else None
         rope = rope_table(grid, self.config.head_dim, x.device)
-        for block in self.blocks:
+        for block in self.blocks if self.block_swap is None else self.block_swap(self.blocks):
             x = block(x, e0, context, context_img, rope)
         return self.unpatchify(self.head(x, e), grid).float()
 

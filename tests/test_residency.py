@@ -1,0 +1,149 @@
+"""Model residency (``wan_core.residency``): which model is on the compute device at each stage.
+
+The CPU is the compute device and ``cpu:1`` stands in for the offload device (a different device
+to the policy; moving there copies the tensors for real), so a real pipeline run on tiny models
+shows where the policy puts each model at every stage.
+"""
+
+import argparse
+
+import pytest
+import torch
+from torch import nn
+
+from wanrt.nodes.host import HeadlessHost
+from wanrt.runner.cli import add_arguments, memory_options
+
+from wanrt.wan_core import load_dit, load_text_encoder, load_vae
+from wanrt.wan_core.pipelines import WanPipeline
+from wanrt.wan_core.residency import Residency, StageOutOfMemoryError
+
+F32 = torch.float32
+OFFLOAD = "cpu:1"
+
+
+@pytest.fixture
+def a14b_i2v(tiny_models):
+    """A fresh Wan 2.2 I2V A14B model set (two experts, text encoder, VAE) and a CLIP model."""
+    def dit(name):
+        return load_dit(tiny_models / "diffusion_models" / name, dtype=F32)
+
+    return dict(dit=dit("wan2.2_i2v_high_noise_14B_fp16.safetensors"),
+                low_noise_dit=dit("wan2.2_i2v_low_noise_14B_fp16.safetensors"),
+                vae=load_vae(tiny_models / "vae/wan_2.1_vae.safetensors", dtype=F32),
+                text_encoder=load_text_encoder(
+                    tiny_models / "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", dtype=F32))
+
+
+class Timeline:
+    """Records where every model of a pipeline is whenever one of them runs."""
+
+    def __init__(self, pipe: WanPipeline):
+        self.pipe, self.events = pipe, []
+        models = {"text_encoder": pipe.text_encoder, "vae": pipe.vae, "high": pipe.dit,
+                  "low": pipe.low_noise_dit}
+        self.models = {k: m for k, m in models.items() if m is not None}
+        self._wrap(pipe.text_encoder, "encode", "text encode")
+        self._wrap(pipe.vae, "encode", "image encode")
+        self._wrap(pipe.vae, "decode", "decode")
+        for name in ("high", "low"):
+            self.models[name].register_forward_pre_hook(
+                lambda *_, name=name: self._record(f"sample {name}"))
+
+    def _wrap(self, model, method, stage):
+        run = getattr(model, method)
+
+        def recorded(*args, **kwargs):
+            self._record(stage)
+            return run(*args, **kwargs)
+        setattr(model, method, recorded)
+
+    def _record(self, stage):
+        where = {k: self.pipe.residency.where(m) for k, m in self.models.items()}
+        on_device = sorted(k for k, w in where.items() if w == "device")
+        if not self.events or self.events[-1] != (stage, on_device):
+            self.events.append((stage, on_device))
+
+
+def generate(pipe):
+    return pipe.generate("a red fox", image=torch.rand(1, 3, 16, 16), width=32, height=16,
+                         frames=5, steps=3, boundary=0.95, seed=1)
+
+
+def test_each_model_is_on_the_device_only_while_its_stage_runs(a14b_i2v):
+    """Encoders and the VAE come to the device for their stage and leave it; the A14B experts
+    take turns (the high-noise one is parked when the low-noise one starts); the DiT that ran
+    last stays on the device for the next run."""
+    pipe = WanPipeline(**a14b_i2v, residency=Residency("cpu", OFFLOAD))
+    timeline = Timeline(pipe)
+    video = generate(pipe)
+    assert video.shape == (1, 5, 16, 32, 3) and torch.isfinite(video).all()
+    assert timeline.events == [
+        ("text encode", ["high", "low", "text_encoder"]),
+        ("image encode", ["high", "low", "vae"]),
+        ("sample high", ["high"]),  # the low-noise expert parked while the high one runs
+        ("sample low", ["low"]),
+        ("decode", ["low", "vae"]),
+    ]
+    assert pipe.residency.moves == [
+        ("park", "text encoder", OFFLOAD), ("park", "VAE", OFFLOAD),  # registered
+        ("load", "text encoder", "cpu"), ("park", "text encoder", OFFLOAD),
+        ("load", "VAE", "cpu"), ("park", "VAE", OFFLOAD),
+        ("park", "low-noise expert", OFFLOAD),
+        ("park", "high-noise expert", OFFLOAD), ("load", "low-noise expert", "cpu"),
+        ("load", "VAE", "cpu"), ("park", "VAE", OFFLOAD),
+    ]
+    assert pipe.residency.resident() == [
+        ("low-noise expert", pipe.residency.device_bytes(pipe.low_noise_dit))]
+
+
+def test_low_vram_parks_the_diffusion_model_when_sampling_ends(a14b_i2v):
+    pipe = WanPipeline(**a14b_i2v, residency=Residency("cpu", OFFLOAD, low_vram=True))
+    timeline = Timeline(pipe)
+    generate(pipe)
+    assert timeline.events[-1] == ("decode", ["vae"])
+    assert pipe.residency.resident() == []
+
+
+def test_budget_parks_the_least_recently_used_model_first():
+    """Three 4 KiB models under an 8 KiB budget: loading the third parks the oldest one."""
+    res = Residency("cpu", OFFLOAD, budget_bytes=8 << 10, park_experts=False)
+    models = {name: nn.Linear(32, 32, bias=False) for name in "abc"}
+    for name, model in models.items():
+        res.register(model, "dit", name)
+        model.to(OFFLOAD)
+    for name in "ab":
+        res.load(models[name])
+    res.load(models["a"])  # a is now the most recently used
+    res.load(models["c"])
+    assert sorted(label for label, _ in res.resident()) == ["a", "c"]
+    assert res.resident()[0][1] == 32 * 32 * 4
+
+
+def test_an_out_of_memory_error_names_the_stage_the_resident_models_and_what_would_fit(
+        a14b_i2v):
+    pipe = WanPipeline(**a14b_i2v, residency=Residency("cpu", OFFLOAD))
+
+    def out_of_memory(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    pipe.dit.blocks[0].register_forward_pre_hook(out_of_memory)
+    with pytest.raises(StageOutOfMemoryError) as caught:
+        generate(pipe)
+    message = str(caught.value)
+    assert "during sampling" in message
+    assert "high-noise expert" in message and "GiB" in message
+    blocks = len(pipe.dit.blocks)
+    assert f"blocks_to_swap={blocks} of {blocks}" in message  # 2 GiB short: every tiny block
+    assert "low_vram" in message
+    assert isinstance(caught.value, torch.OutOfMemoryError)  # still an OOM for callers
+
+
+def test_the_runners_memory_flags_configure_the_hosts_one_policy():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["w.json", "--low-vram", "--text-encoder-on-cpu", "--vram-budget", "20"])
+    host = HeadlessHost(memory=memory_options(args))
+    res = host.residency()
+    assert res is host.residency()  # one policy, one budget, for every node of the process
+    assert res.low_vram and res.on_cpu == ("text_encoder",) and res.budget_bytes == 20 << 30
+    assert res.compute_device("text_encoder") == res.offload_device
