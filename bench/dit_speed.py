@@ -44,11 +44,11 @@ import torch
 from torch._dynamo.utils import counters
 
 from dit_eager import CONFIGS, diffusers_like  # bench/ is on sys.path when run as a script
-from wanrt import kernels
 from wanrt.wan_core.attention import BACKENDS
 from wanrt.wan_core.compile import MODES, compile_dit, compile_summary
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
 from wanrt.wan_core.layers import CustomOp
+from wanrt.wan_core.runtime import RuntimeOptions, apply
 from wanrt.wan_core.sampling import Guidance
 
 LATENTS = {"480p": (21, 60, 104), "720p": (21, 90, 160), "tiny": (3, 8, 12)}
@@ -136,12 +136,10 @@ class Bench:
               fuse: bool = True) -> WanModel:
         """Ours with seed-0 random weights (the same on every call); layers bind their
         implementation at construction, so ``fused_kernels=False`` builds torch layers."""
-        kernels.set_fused_kernels(None if fused_kernels else False)
-        try:
-            with torch.device("meta"):
-                model = WanModel(config, dtype=self.dtype, attention_backend=self.args.attn)
-        finally:
-            kernels.set_fused_kernels(None)
+        with torch.device("meta"):
+            model = WanModel(config, dtype=self.dtype, attention_backend=self.args.attn)
+        options = RuntimeOptions.from_env(attention=model.attention_options)
+        apply(model, options if fused_kernels else options.replace(fused_kernels=False))
         model = init_random_(model.to_empty(device=self.device), seed=0).eval()
         model.requires_grad_(False)
         return model.fuse_projections() if fuse and not self.args.no_fuse else model

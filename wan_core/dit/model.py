@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import kernels
-from ..attention import attention, get_backend
+from ..attention import attention
 from ..checkpoint import FP8_DTYPES
 from ..layers import (GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm,
                       RotaryEmbedding)
+from ..runtime import AttentionOptions
 from .config import DiTConfig
 
 
@@ -286,7 +287,7 @@ class WanModel(nn.Module):
     """
 
     def __init__(self, config: DiTConfig, *, dtype: torch.dtype = torch.float32,
-                 attention_backend: str = "auto"):
+                 attention_backend: str | AttentionOptions = "auto"):
         super().__init__()
         self.config = config
         dim = config.dim
@@ -302,7 +303,9 @@ class WanModel(nn.Module):
                         if config.image_dim else None)
         for name, p in self.named_parameters():
             p.data = p.data.to(torch.float32 if keeps_fp32(name) else dtype)
-        self.set_attention_backend(attention_backend)
+        self.attention_options = AttentionOptions()
+        self.set_attention(attention_backend if isinstance(attention_backend, AttentionOptions)
+                           else AttentionOptions(backend=attention_backend))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -310,11 +313,22 @@ class WanModel(nn.Module):
         return self.patch_embedding.bias.dtype
 
     def set_attention_backend(self, name: str) -> None:
-        """Route every attention of the model to backend ``name`` (see ``wan_core.attention``)."""
-        get_backend(name)
-        for module in self.modules():
-            if isinstance(module, _Attention):
-                module.backend = name
+        """Route every attention of the model to backend ``name`` (see ``wan_core.attention``;
+        cross-attention stays dense for an 8-bit backend, see :class:`AttentionOptions`)."""
+        self.set_attention(AttentionOptions(backend=name))
+
+    def set_attention(self, options: AttentionOptions) -> None:
+        """Use the attention plan ``options``; outside sampling no step is excluded."""
+        self.attention_options = options
+        self.set_sampling_step(None, None)
+
+    def set_sampling_step(self, step: int | None, steps: int | None) -> None:
+        """Announce sampling step ``step`` (from 0) of ``steps``: each block's self-attention
+        takes the backend the attention plan gives it for that step. Under ``torch.compile`` a
+        change of backend is a guard miss: one recompile per distinct plan, then cached."""
+        for i, block in enumerate(self.blocks):
+            block.self_attn.backend = self.attention_options.backend_for(i, step, steps)
+            block.cross_attn.backend = self.attention_options.cross_backend
 
     def fuse_projections(self) -> WanModel:
         """Stack q/k/v of every self-attention and k/v of every cross-attention into one Linear
