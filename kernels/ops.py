@@ -167,7 +167,7 @@ def fp8_dot_supported(device_type: str) -> bool:
 
 def sage8_attention(q, k, v, *, pv=None, q_block=128, k_block=64, impl=None):
     """8-bit attention ``softmax(q k^T / sqrt(D)) v``: ``q: [B, Lq, H, D]``, ``k, v: [B, Lk, H, D]``
-    (fp16 / bf16 / fp32, D a power of two 16..128, tuned for 64 and 128) -> ``[B, Lq, H, D]``.
+    (fp16 / bf16 / fp32, head dim D 64 or 128) -> ``[B, Lq, H, D]`` in q's dtype.
 
     INT8 Q·Kᵀ per ``q_block`` / ``k_block`` tokens with K mean-smoothing; ``pv``: ``"fp8"`` or
     ``"fp16"`` P·V, None for fp8 where the GPU has fp8 dots (sm89+) and fp16 elsewhere. Semantics:
@@ -179,14 +179,17 @@ def sage8_attention(q, k, v, *, pv=None, q_block=128, k_block=64, impl=None):
     if k.shape[0] != b or k.shape[2:] != q.shape[2:] or k.device != q.device:
         raise ValueError(f"k has shape {tuple(k.shape)} on {k.device}; for q of shape "
                          f"{tuple(q.shape)} on {q.device} it must be [{b}, Lk, {h}, {d}] there")
-    if d not in (16, 32, 64, 128):
-        raise ValueError(f"sage8 attention takes head dims 16, 32, 64 or 128, got {d}")
+    if d not in (64, 128):
+        raise ValueError(f"sage8 attention takes head dims 64 and 128, got {d}")
     for name, block in (("q_block", q_block), ("k_block", k_block)):
         if block not in (16, 32, 64, 128, 256):
             raise ValueError(f"{name} must be a power of two from 16 to 256, got {block}")
     pv = pv or ("fp8" if fp8_dot_supported(q.device.type) else "fp16")
     if pv not in ("fp8", "fp16"):
         raise ValueError(f"pv must be 'fp8', 'fp16' or None, got {pv!r}")
-    if _resolve(impl, q) == "triton":
+    impl = _resolve(impl, q)
+    if impl == "triton" and pv == "fp8" and q.is_cuda and not fp8_dot_supported("cuda"):
+        raise ValueError("pv='fp8' needs fp8 tensor-core dots (NVIDIA sm89+); use pv='fp16'")
+    if impl == "triton":
         return _triton().sage8_attention_op(q, k, v, pv=pv, q_block=q_block, k_block=k_block)
     return torch_ops.sage8_attention(q, k, v, pv=pv, q_block=q_block, k_block=k_block)

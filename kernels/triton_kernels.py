@@ -156,7 +156,7 @@ def _attend_block(acc, m_i, l_i, q, qs, k_head, k_scale_head, v_head, stride_vl,
     else:
         kt = tl.load(k_head + cols.to(tl.int64)[None, :] * (H * D) + d[:, None])
         ks = tl.load(k_scale_head + cols // K_BLOCK)
-    s = tl.dot(q, kt).to(tl.float32) * qs[:, None] * ks[None, :]  # log2-scaled logits
+    s = tl.dot(q, kt, out_dtype=tl.int32).to(tl.float32) * qs[:, None] * ks[None, :]  # log2 logits
     if MASK:
         s = tl.where(valid[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))

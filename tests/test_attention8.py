@@ -186,17 +186,21 @@ def test_sage8_compiles_fullgraph_in_a_block(monkeypatch):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-2), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-3), (torch.bfloat16, 5e-3)])
 def test_tiny_dit_end_to_end(dtype, tol):
     """The tiny DiT (2 blocks, head dim 128) on 128 video tokens: the velocity with sage8 (fp16
-    P·V, torch fallback on CPU) against the same model with exact fp32 attention ("math"), rel. L2
-    <= 2e-2 in fp32 (measured ~5e-3) and <= 3e-2 in bf16 (bf16's own rounding adds ~1e-2)."""
+    P·V, torch fallback on CPU) against the same model with exact fp32 attention ("math"):
+    measured rel. L2 1.1e-4 in fp32 and 2.4e-3 in bf16 (bf16 SDPA alone: 2.1e-3). Random weights
+    keep the attention branch small beside the residual stream, so this shows the wiring, not
+    the quality on real weights (bench/attention.py measures the real sizes)."""
     model = init_random_(WanModel(TINY, dtype=dtype), seed=0).eval()
-    x, t = torch.randn(1, 16, 2, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([700.0])
+    x = torch.randn(1, 16, 2, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([700.0])
     context = torch.randn(1, 8, model.config.text_dim, generator=torch.Generator().manual_seed(1))
     model.set_attention_backend("math")
     exact = model(x, t, context)
     model.set_attention_backend("sage8")
+    assert {b.self_attn.backend for b in model.blocks} == {"sage8"}
     _, rel = accuracy(model(x, t, context), exact)
     assert rel <= tol, rel
 
