@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import torch
 from torch._dynamo.utils import counters
 
+import harness
 from dit_eager import CONFIGS, diffusers_like  # bench/ is on sys.path when run as a script
 from wanrt.wan_core.attention import BACKENDS
 from wanrt.wan_core.compile import MODES, compile_dit, compile_summary
@@ -394,7 +395,12 @@ def main() -> None:
                         help="skip rows that would end after this many seconds of the run")
     parser.add_argument("--tiny", action="store_true",
                         help="CPU smoke run: tiny model, fp32, backend eager")
+    parser.add_argument("--warm-caches", action="store_true",
+                        help="compile from the existing Inductor/Triton caches (default: fresh "
+                             "empty ones, so every first call is a cold compile)")
     args = parser.parse_args()
+    caches = "the existing ones (warm)" if args.warm_caches else (
+        f"fresh under {harness.use_fresh_caches()} (cold first calls)")
     args.modes = args.modes.split(",")
     unknown = [m for m in args.modes if m not in (*MODES, "blocks-torch")]
     if unknown:
@@ -411,11 +417,11 @@ def main() -> None:
         jobs = [(n, CONFIGS[n], LATENTS["480p"]) for n in args.models.split(",")]
         if args.hd and "14B" in args.models.split(","):
             jobs.append(("14B 720p", CONFIGS["14B"], LATENTS["720p"]))
-        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     print(f"latent [1, 16, F, H, W] per row, context [1, {TEXT_TOKENS}, 4096], {dtype}, "
           f"ours: attention {args.attn}, {'separate' if args.no_fuse else 'fused'} projections, "
           f"backend {args.backend}, inductor mode {args.inductor_mode}; median of {args.runs} "
           f"forwards ({args.cfg_runs} CFG steps) after the first call")
+    print("\n".join(harness.settings(caches=caches, attention=args.attn)))
     for mode in dict.fromkeys(m if m != "blocks-torch" else "blocks" for m in args.modes):
         print(f"policy: {compile_summary(mode)}")
     print(HEADER, flush=True)
