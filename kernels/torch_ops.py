@@ -147,7 +147,7 @@ def sage8_attention(q, k, v, *, pv="fp16", q_block=128, k_block=64, query_chunk=
     outs = []
     for start in range(0, q.shape[1], query_chunk):
         rows = slice(start, start + query_chunk)
-        s = (q8[:, rows].float().transpose(1, 2) @ kt) * qs[:, :, rows] * ks  # [B, H, l, Lk]
+        s = (q8[:, rows].float().transpose(1, 2) @ kt) * (qs[:, :, rows] * ks)  # [B, H, l, Lk]
         p = torch.exp2(s - s.amax(dim=-1, keepdim=True))
         row_sum = p.sum(dim=-1, keepdim=True)
         if pv == "fp8":

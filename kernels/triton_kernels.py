@@ -152,11 +152,13 @@ def _attend_block(acc, m_i, l_i, q, qs, k_head, k_scale_head, v_head, stride_vl,
     if MASK:
         kt = tl.load(k_head + cols.to(tl.int64)[None, :] * (H * D) + d[:, None],
                      mask=valid[None, :], other=0)
-        ks = tl.load(k_scale_head + cols // K_BLOCK, mask=valid, other=0.0)
     else:
         kt = tl.load(k_head + cols.to(tl.int64)[None, :] * (H * D) + d[:, None])
-        ks = tl.load(k_scale_head + cols // K_BLOCK)
-    s = tl.dot(q, kt, out_dtype=tl.int32).to(tl.float32) * qs[:, None] * ks[None, :]  # log2 logits
+    if K_BLOCK % BLOCK_N == 0:  # the tile lies in one quantisation block: one scale, one multiply
+        scale = (qs * tl.load(k_scale_head + start // K_BLOCK))[:, None]
+    else:
+        scale = qs[:, None] * tl.load(k_scale_head + cols // K_BLOCK, mask=valid, other=0.0)[None, :]
+    s = tl.dot(q, kt, out_dtype=tl.int32).to(tl.float32) * scale  # log2-scaled logits
     if MASK:
         s = tl.where(valid[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
