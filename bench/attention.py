@@ -34,8 +34,10 @@ import harness  # bench/ is on sys.path when run as a script
 
 KERNEL_SHAPES = [(1, 32760, 12, 128), (1, 32760, 40, 128), (1, 75600, 40, 128)]
 TINY_SHAPES = [(1, 130, 2, 64)]
-SWEEP = dict(block_m=(64, 128), block_n=(32, 64, 128), num_warps=(4, 8), num_stages=(2, 3, 4))
-TINY_SWEEP = dict(block_m=(64,), block_n=(32, 64), num_warps=(4,), num_stages=(1,))
+SWEEP = dict(block_m=(128,), block_n=(64, 128), num_warps=(4, 8), num_stages=(2, 3, 4),
+             warp_specialize=(False,))
+TINY_SWEEP = dict(block_m=(64,), block_n=(32, 64), num_warps=(4,), num_stages=(1,),
+                  warp_specialize=(False,))
 
 
 def parse_args():
@@ -196,10 +198,12 @@ def sweep(args, device, deadline) -> None:
     q, k, v = qkv(shape, device, torch.bfloat16)
     flops = 4 * shape[0] * shape[2] * shape[1] ** 2 * shape[3]
     default = triton_ops.attention_tiles(shape[3], device)
-    grid = TINY_SWEEP if args.tiny else SWEEP
+    grid = TINY_SWEEP if args.tiny else dict(SWEEP)
+    if device.type == "cuda" and torch.cuda.get_device_capability()[0] >= 9:
+        grid["warp_specialize"] = (False, True)  # Triton's automatic warp specialisation
     print(f"\n### sage8 tile sweep at {list(shape)} (default {default})\n\n"
-          "| P·V | BLOCK_M | BLOCK_N | warps | stages | median ms | TFLOP/s |\n"
-          "|---|---|---|---|---|---|---|", flush=True)
+          "| P·V | BLOCK_M | BLOCK_N | warps | stages | warp spec. | median ms | TFLOP/s |\n"
+          "|---|---|---|---|---|---|---|---|", flush=True)
     pvs = ["fp8", "fp16"] if kernels.fp8_dot_supported(device.type) or args.tiny else ["fp16"]
     for pv in pvs:
         for values in itertools.product(*grid.values()):
@@ -213,10 +217,12 @@ def sweep(args, device, deadline) -> None:
                     lambda: triton_ops.sage8_attention(q, k, v, pv=pv, **t),
                     1 if args.tiny else 5, device)
                 print(f"| {pv}{mark} | {t['block_m']} | {t['block_n']} | {t['num_warps']} | "
-                      f"{t['num_stages']} | {ms:.2f} | {flops / ms / 1e9:.0f} |", flush=True)
+                      f"{t['num_stages']} | {t['warp_specialize']} | {ms:.2f} | "
+                      f"{flops / ms / 1e9:.0f} |", flush=True)
             except Exception as e:  # noqa: BLE001 - e.g. out of shared memory
                 print(f"| {pv}{mark} | {t['block_m']} | {t['block_n']} | {t['num_warps']} | "
-                      f"{t['num_stages']} | error: {type(e).__name__} | |", flush=True)
+                      f"{t['num_stages']} | {t['warp_specialize']} | error: {type(e).__name__} "
+                      f"| |", flush=True)
     del q, k, v
     free(device)
 

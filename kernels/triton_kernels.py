@@ -198,6 +198,7 @@ def sage8_attention_kernel(
     H: tl.constexpr, D: tl.constexpr, Q_BLOCK: tl.constexpr, K_BLOCK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PV_FP8: tl.constexpr, EMULATE_FP8_CAST: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,              # Triton's warp specialisation of the key loop
 ):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -217,7 +218,7 @@ def sage8_attention_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     full = Lk - Lk % BLOCK_N
-    for start in range(0, full, BLOCK_N):
+    for start in tl.range(0, full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, qs, k_head, k_scale_head, v_head,
                                       stride_vl, stride_vd, start, Lk, d, H, D, K_BLOCK,
                                       BLOCK_N, PV_FP8, EMULATE_FP8_CAST, False)

@@ -160,12 +160,15 @@ def _(x, cos, sin):
 # 8-bit attention
 
 def attention_tiles(head_dim: int, device: torch.device) -> dict[str, int]:
-    """The attention kernel's tiles ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for a device;
-    ``bench/attention.py --sweep`` times the alternatives (semantics do not depend on them)."""
+    """The attention kernel's tiles (``block_m``, ``block_n``, ``num_warps``, ``num_stages``,
+    ``warp_specialize``) for a device; ``bench/attention.py --sweep`` times the alternatives
+    (the result's semantics do not depend on them)."""
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
     if major >= 9:  # Hopper and newer
-        return dict(block_m=128, block_n=128 if head_dim <= 64 else 64, num_warps=8, num_stages=3)
-    return dict(block_m=128, block_n=64, num_warps=4 if head_dim <= 64 else 8, num_stages=2)
+        return dict(block_m=128, block_n=128 if head_dim <= 64 else 64, num_warps=8, num_stages=3,
+                    warp_specialize=False)
+    return dict(block_m=128, block_n=64, num_warps=4 if head_dim <= 64 else 8, num_stages=2,
+                warp_specialize=False)
 
 
 def quantize_int8_blocks(x: Tensor, block: int, *, mean: Tensor | None = None,
@@ -187,7 +190,8 @@ def quantize_int8_blocks(x: Tensor, block: int, *, mean: Tensor | None = None,
 
 def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_block: int = 128,
                     k_block: int = 64, block_m: int | None = None, block_n: int | None = None,
-                    num_warps: int | None = None, num_stages: int | None = None) -> Tensor:
+                    num_warps: int | None = None, num_stages: int | None = None,
+                    warp_specialize: bool | None = None) -> Tensor:
     """``torch_ops.sage8_attention`` with the fused quantisation and attention kernels; the tiles
     default to :func:`attention_tiles` (they change speed, not the result's semantics)."""
     _check_device(q)
@@ -212,6 +216,7 @@ def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_bloc
             out, q8, qs, k8, ks, vq, *v_strides, vs, lq, lk, qs.shape[-1], ks.shape[-1],
             H=h, D=d, Q_BLOCK=q_block, K_BLOCK=k_block, BLOCK_M=block_m, BLOCK_N=block_n,
             PV_FP8=pv == "fp8", EMULATE_FP8_CAST=_INTERPRET,
+            WARP_SPECIALIZE=tiles["warp_specialize"] if warp_specialize is None else warp_specialize,
             num_warps=num_warps or tiles["num_warps"], num_stages=num_stages or tiles["num_stages"])
     return out
 
