@@ -36,7 +36,7 @@ KERNEL_SHAPES = [(1, 32760, 12, 128), (1, 32760, 40, 128), (1, 75600, 40, 128)]
 TINY_SHAPES = [(1, 130, 2, 64)]
 SWEEP = dict(block_m=(128,), block_n=(64, 128), num_warps=(4, 8), num_stages=(2, 3, 4),
              warp_specialize=(False,))
-TINY_SWEEP = dict(block_m=(64,), block_n=(32, 64), num_warps=(4,), num_stages=(1,),
+TINY_SWEEP = dict(block_m=(64,), block_n=(64,), num_warps=(4,), num_stages=(1,),
                   warp_specialize=(False,))
 
 
@@ -169,7 +169,8 @@ def kernel_rows(args, device, deadline) -> None:
                 continue
             try:
                 first_s, _ = harness.first_call(lambda: fn(q, k, v), device)
-                ms, _, out = harness.timed(lambda: fn(q, k, v), runs, device)
+                ms, _, out = harness.timed(lambda: fn(q, k, v), runs, device,
+                                           warmup=0 if args.tiny else 1)
             except Exception as e:  # noqa: BLE001 - one failing row must not end the run
                 print(f"| {list(shape)} | {name} | error: {type(e).__name__}: "
                       f"{str(e).splitlines()[0][:120]} |", flush=True)
@@ -215,7 +216,7 @@ def sweep(args, device, deadline) -> None:
             try:
                 ms, _, _ = harness.timed(
                     lambda: triton_ops.sage8_attention(q, k, v, pv=pv, **t),
-                    1 if args.tiny else 5, device)
+                    1 if args.tiny else 5, device, warmup=0 if args.tiny else 1)
                 print(f"| {pv}{mark} | {t['block_m']} | {t['block_n']} | {t['num_warps']} | "
                       f"{t['num_stages']} | {t['warp_specialize']} | {ms:.2f} | "
                       f"{flops / ms / 1e9:.0f} |", flush=True)
@@ -299,7 +300,8 @@ def dit_rows(args, device, deadline) -> None:
                     if not args.no_warm:
                         torch._dynamo.reset()
                         warm = f"{harness.first_call(fn, device)[0]:.1f}"
-                    ms, _, out = harness.timed(fn, 1 if args.tiny else args.runs, device)
+                    ms, _, out = harness.timed(fn, 1 if args.tiny else args.runs, device,
+                                               warmup=0 if args.tiny else 1)
                 results.append((label, cold_s, warm, ms, out.float().cpu()))
             except Exception as e:  # noqa: BLE001 - one failing row must not end the run
                 note = f"error: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
