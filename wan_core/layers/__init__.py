@@ -1,4 +1,5 @@
-"""Dispatching layers: each picks its platform implementation once, at construction."""
+"""Dispatching layers: each binds its platform implementation at construction
+(``runtime.apply`` rebinds it)."""
 
 from .custom_op import CustomOp, implementation_report
 from .norms import GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm
