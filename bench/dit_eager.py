@@ -37,17 +37,21 @@ def ours(config: DiTConfig, dtype, device) -> WanModel:
 
 
 def diffusers_like(model: WanModel, dtype, device) -> WanTransformer3DModel:
-    """diffusers' model with our weights, fp32 where ``from_pretrained`` keeps fp32."""
+    """diffusers' model holding our weight tensors (shared, not copied: a 14B pair fits one
+    80 GB GPU), fp32 copies where ``from_pretrained`` keeps fp32 (``_keep_in_fp32_modules``).
+    Built on the meta device; only its RoPE tables (buffers computed in ``__init__``) are made
+    on ``device``."""
     c = model.config
-    with torch.device(device):  # not meta: its RoPE tables are buffers computed in __init__
+    with torch.device("meta"):
         ref = WanTransformer3DModel(num_attention_heads=c.num_heads, attention_head_dim=c.head_dim,
                                     in_channels=c.in_dim, out_channels=c.out_dim,
                                     text_dim=c.text_dim, ffn_dim=c.ffn_dim, num_layers=c.num_layers)
     keep = WanTransformer3DModel._keep_in_fp32_modules
-    for name, p in ref.named_parameters():
-        fp32 = any(part in keep for part in name.split("."))
-        p.data = p.data.to(torch.float32 if fp32 else dtype)
-    ref.load_state_dict({official_to_diffusers(k): v for k, v in model.state_dict().items()})
+    state = {official_to_diffusers(k): v for k, v in model.state_dict().items()}
+    ref.load_state_dict({k: v.float() if any(part in keep for part in k.split(".")) else v.to(dtype)
+                         for k, v in state.items()}, assign=True)
+    with torch.device(device):
+        ref.rope = type(ref.rope)(c.head_dim, ref.config.patch_size, ref.config.rope_max_seq_len)
     return ref.eval()
 
 

@@ -43,12 +43,13 @@ from dataclasses import dataclass, field
 import torch
 from torch._dynamo.utils import counters
 
+import harness
 from dit_eager import CONFIGS, diffusers_like  # bench/ is on sys.path when run as a script
-from wanrt import kernels
 from wanrt.wan_core.attention import BACKENDS
 from wanrt.wan_core.compile import MODES, compile_dit, compile_summary
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
 from wanrt.wan_core.layers import CustomOp
+from wanrt.wan_core.runtime import RuntimeOptions, apply
 from wanrt.wan_core.sampling import Guidance
 
 LATENTS = {"480p": (21, 60, 104), "720p": (21, 90, 160), "tiny": (3, 8, 12)}
@@ -136,12 +137,10 @@ class Bench:
               fuse: bool = True) -> WanModel:
         """Ours with seed-0 random weights (the same on every call); layers bind their
         implementation at construction, so ``fused_kernels=False`` builds torch layers."""
-        kernels.set_fused_kernels(None if fused_kernels else False)
-        try:
-            with torch.device("meta"):
-                model = WanModel(config, dtype=self.dtype, attention_backend=self.args.attn)
-        finally:
-            kernels.set_fused_kernels(None)
+        with torch.device("meta"):
+            model = WanModel(config, dtype=self.dtype, attention_backend=self.args.attn)
+        options = RuntimeOptions.from_env(attention=model.attention_options)
+        apply(model, options if fused_kernels else options.replace(fused_kernels=False))
         model = init_random_(model.to_empty(device=self.device), seed=0).eval()
         model.requires_grad_(False)
         return model.fuse_projections() if fuse and not self.args.no_fuse else model
@@ -396,7 +395,12 @@ def main() -> None:
                         help="skip rows that would end after this many seconds of the run")
     parser.add_argument("--tiny", action="store_true",
                         help="CPU smoke run: tiny model, fp32, backend eager")
+    parser.add_argument("--warm-caches", action="store_true",
+                        help="compile from the existing Inductor/Triton caches (default: fresh "
+                             "empty ones, so every first call is a cold compile)")
     args = parser.parse_args()
+    caches = "the existing ones (warm)" if args.warm_caches else (
+        f"fresh under {harness.use_fresh_caches()} (cold first calls)")
     args.modes = args.modes.split(",")
     unknown = [m for m in args.modes if m not in (*MODES, "blocks-torch")]
     if unknown:
@@ -413,11 +417,11 @@ def main() -> None:
         jobs = [(n, CONFIGS[n], LATENTS["480p"]) for n in args.models.split(",")]
         if args.hd and "14B" in args.models.split(","):
             jobs.append(("14B 720p", CONFIGS["14B"], LATENTS["720p"]))
-        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     print(f"latent [1, 16, F, H, W] per row, context [1, {TEXT_TOKENS}, 4096], {dtype}, "
           f"ours: attention {args.attn}, {'separate' if args.no_fuse else 'fused'} projections, "
           f"backend {args.backend}, inductor mode {args.inductor_mode}; median of {args.runs} "
           f"forwards ({args.cfg_runs} CFG steps) after the first call")
+    print("\n".join(harness.settings(caches=caches, attention=args.attn)))
     for mode in dict.fromkeys(m if m != "blocks-torch" else "blocks" for m in args.modes):
         print(f"policy: {compile_summary(mode)}")
     print(HEADER, flush=True)

@@ -1,38 +1,21 @@
 """Public kernel functions: argument checks, then the Triton kernel or the torch fallback.
 
 ``impl="triton"`` / ``"torch"`` forces a path; ``None`` lets the platform choose: Triton where it
-is usable, fused kernels are enabled and the tensors are on the platform's device (under
-``torch.compile`` the choice is fixed when tracing).
+is usable and the tensors are on the platform's device (under ``torch.compile`` the choice is fixed
+when tracing). The model's layers always pass ``impl`` explicitly: their choice (fused kernels on
+or off) is ``wan_core.runtime.RuntimeOptions``'.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 
 from . import torch_ops
 from .platforms import current_platform, triton_usable
 
-_fused_override: bool | None = None  # set by set_fused_kernels; None defers to the environment
-
-
-def set_fused_kernels(enabled: bool | None) -> None:
-    """Turn the fused (Triton) kernels on or off for layers built afterwards and ``impl=None``;
-    ``None`` defers to ``WANRT_DISABLE_FUSED_KERNELS`` again."""
-    global _fused_override
-    _fused_override = None if enabled is None else bool(enabled)
-
-
-def fused_kernels_enabled() -> bool:
-    if _fused_override is not None:
-        return _fused_override
-    return os.environ.get("WANRT_DISABLE_FUSED_KERNELS", "0").lower() not in ("1", "true", "yes")
-
-
 def default_impl() -> str:
     """The implementation ``impl=None`` resolves to on the current platform."""
-    return "triton" if fused_kernels_enabled() and triton_usable(current_platform()) else "torch"
+    return "triton" if triton_usable(current_platform()) else "torch"
 
 
 @torch.compiler.assume_constant_result  # resolved once while tracing: no graph break
@@ -172,3 +155,41 @@ def rotary_embedding(x, cos, sin, *, impl=None):
     if _resolve(impl, x) == "triton":
         return _triton().rotary_embedding(x, cos, sin)
     return torch_ops.rotary_embedding(x, cos, sin)
+
+
+@torch.compiler.assume_constant_result  # resolved once while tracing: no graph break
+def fp8_dot_supported(device_type: str) -> bool:
+    """Tensor-core float8_e4m3fn dots on the current device of ``device_type``: NVIDIA compute
+    capability 8.9 (Ada) and newer."""
+    return (device_type == "cuda" and torch.version.cuda is not None
+            and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9))
+
+
+def sage8_attention(q, k, v, *, pv=None, q_block=128, k_block=64, impl=None):
+    """8-bit attention ``softmax(q k^T / sqrt(D)) v``: ``q: [B, Lq, H, D]``, ``k, v: [B, Lk, H, D]``
+    (fp16 / bf16 / fp32, head dim D 64 or 128) -> ``[B, Lq, H, D]`` in q's dtype.
+
+    INT8 Q·Kᵀ per ``q_block`` / ``k_block`` tokens with K mean-smoothing; ``pv``: ``"fp8"`` or
+    ``"fp16"`` P·V, None for fp8 where the GPU has fp8 dots (sm89+) and fp16 elsewhere. Semantics:
+    ``torch_ops.sage8_attention``."""
+    _check_x("q", q, ndim=4)
+    _check_x("k", k, ndim=4)
+    _check_same("v", v, "k", k)
+    b, _, h, d = q.shape
+    if k.shape[0] != b or k.shape[2:] != q.shape[2:] or k.device != q.device:
+        raise ValueError(f"k has shape {tuple(k.shape)} on {k.device}; for q of shape "
+                         f"{tuple(q.shape)} on {q.device} it must be [{b}, Lk, {h}, {d}] there")
+    if d not in (64, 128):
+        raise ValueError(f"sage8 attention takes head dims 64 and 128, got {d}")
+    for name, block in (("q_block", q_block), ("k_block", k_block)):
+        if block not in (16, 32, 64, 128, 256):
+            raise ValueError(f"{name} must be a power of two from 16 to 256, got {block}")
+    pv = pv or ("fp8" if fp8_dot_supported(q.device.type) else "fp16")
+    if pv not in ("fp8", "fp16"):
+        raise ValueError(f"pv must be 'fp8', 'fp16' or None, got {pv!r}")
+    impl = _resolve(impl, q)
+    if impl == "triton" and pv == "fp8" and q.is_cuda and not fp8_dot_supported("cuda"):
+        raise ValueError("pv='fp8' needs fp8 tensor-core dots (NVIDIA sm89+); use pv='fp16'")
+    if impl == "triton":
+        return _triton().sage8_attention_op(q, k, v, pv=pv, q_block=q_block, k_block=k_block)
+    return torch_ops.sage8_attention(q, k, v, pv=pv, q_block=q_block, k_block=k_block)

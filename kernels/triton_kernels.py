@@ -10,6 +10,12 @@ row for token ``(b, l)`` is row ``l // group`` of its tensor: ``[B,1,C]`` has ro
 ``rotary_kernel``: a program owns ``BLOCK_H`` heads of one token, loads them as contiguous
 ``[BLOCK_H, D]`` vectors and views them as interleaved pairs ``[BLOCK_H, D/2, 2]`` in registers.
 
+``quantize_int8_kernel`` and ``sage8_attention_kernel``: the 8-bit attention of
+``torch_ops.sage8_attention`` (see there for the semantics). The first quantises one block of
+tokens of one head per program (mean subtraction, absmax scale, rounding: one pass over the
+bytes); the second is a flash-attention loop over key blocks with an INT8 Q·Kᵀ (int32
+accumulators), an fp32 online softmax in base 2 and an fp16 or fp8 P·V with fp32 accumulators.
+
 Channel (head) dims are contiguous; all other strides are arguments. Math in fp32.
 """
 
@@ -94,3 +100,133 @@ def rotary_kernel(
     out_row = out_ptr + (b.to(tl.int64) * L + l) * H * (2 * D2)
     tl.store(out_row + heads[:, None] * (2 * D2) + d[None, :],
              tl.reshape(out, (BLOCK_H, 2 * BLOCK_D2)).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def quantize_int8_kernel(
+    out_ptr, scale_ptr,                         # contiguous [B, L, H, D] int8, [B, H, NB] fp32
+    x_ptr, stride_xb, stride_xl, stride_xh,     # [B, L, H, D], head dim contiguous
+    mean_ptr,                                   # contiguous [B, H, D] fp32 (or None)
+    L, H, NB, factor,
+    BLOCK: tl.constexpr, D: tl.constexpr,
+):
+    blk = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    rows = blk * BLOCK + tl.arange(0, BLOCK)
+    d = tl.arange(0, D)
+    mask = (rows < L)[:, None]
+    x_head = x_ptr + b.to(tl.int64) * stride_xb + h.to(tl.int64) * stride_xh
+    x = tl.load(x_head + rows.to(tl.int64)[:, None] * stride_xl + d[None, :], mask=mask,
+                other=0.0).to(tl.float32)
+    if mean_ptr is not None:
+        x = tl.where(mask, x - tl.load(mean_ptr + bh * D + d)[None, :], 0.0)
+    # IEEE divisions (div_rn), so the GPU rounds exactly as the torch fallback does
+    scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x)), 1e-12), 127.0)
+    y = tl.math.div_rn(x, scale)
+    y += tl.where(y >= 0, 0.5, -0.5)  # round half away from zero; the cast truncates
+    out = out_ptr + ((b.to(tl.int64) * L + rows[:, None]) * H + h) * D + d[None, :]
+    tl.store(out, y.to(tl.int8), mask=mask)
+    tl.store(scale_ptr + bh * NB + blk, scale * factor)
+
+
+@triton.jit
+def _round_to_e4m3(x):
+    """fp32 ``x >= 2^-6`` rounded to the nearest float8_e4m3fn value (ties to even), in fp32.
+    Only under the Triton interpreter, whose fp32 -> fp8 cast mis-rounds values just below a
+    power of two (125.6 -> 64); GPUs cast correctly."""
+    bits = x.to(tl.int32, bitcast=True)
+    bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -0x100000  # keep 3 of 23 mantissa bits
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _attend_block(acc, m_i, l_i, q, qs, k_head, k_scale_head, v_head, stride_vl, stride_vd,
+                  start, Lk, d, H: tl.constexpr, D: tl.constexpr, K_BLOCK: tl.constexpr,
+                  BLOCK_N: tl.constexpr, PV_FP8: tl.constexpr, EMULATE_FP8_CAST: tl.constexpr,
+                  MASK: tl.constexpr):
+    """One key block of the online softmax: returns the updated ``(acc, m_i, l_i)``."""
+    cols = start + tl.arange(0, BLOCK_N)
+    valid = cols < Lk
+    if MASK:
+        kt = tl.load(k_head + cols.to(tl.int64)[None, :] * (H * D) + d[:, None],
+                     mask=valid[None, :], other=0)
+    else:
+        kt = tl.load(k_head + cols.to(tl.int64)[None, :] * (H * D) + d[:, None])
+    if K_BLOCK % BLOCK_N == 0:  # the tile lies in one quantisation block: one scale, one multiply
+        scale = (qs * tl.load(k_scale_head + start // K_BLOCK))[:, None]
+    else:
+        scale = qs[:, None] * tl.load(k_scale_head + cols // K_BLOCK, mask=valid, other=0.0)[None, :]
+    s = tl.dot(q, kt, out_dtype=tl.int32).to(tl.float32) * scale  # log2-scaled logits
+    if MASK:
+        s = tl.where(valid[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    p = tl.math.exp2(s - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    if PV_FP8:  # V is [D, L] per head (token-contiguous), scaled to +-448 per channel
+        vt_ptr = v_head + d[:, None] * stride_vd + cols.to(tl.int64)[None, :] * stride_vl
+        if MASK:
+            vt = tl.load(vt_ptr, mask=valid[None, :], other=0.0)
+        else:
+            vt = tl.load(vt_ptr)
+        p8 = p * 448.0
+        if EMULATE_FP8_CAST:
+            p8 = _round_to_e4m3(p8)
+        # fp32 accumulation: the tensor cores' reduced-precision fp8 sums cover one tile only
+        acc = tl.dot(p8.to(tl.float8e4nv), tl.trans(vt), acc, max_num_imprecise_acc=BLOCK_N)
+    else:
+        v_ptr = v_head + cols.to(tl.int64)[:, None] * stride_vl + d[None, :] * stride_vd
+        if MASK:
+            v = tl.load(v_ptr, mask=valid[:, None], other=0.0)
+        else:
+            v = tl.load(v_ptr)
+        acc = tl.dot(p.to(tl.float16), v, acc)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def sage8_attention_kernel(
+    out_ptr,                                    # contiguous [B, Lq, H, D], q's dtype
+    q_ptr, q_scale_ptr,                         # contiguous [B, Lq, H, D] int8, [B, H, NQ] fp32
+    k_ptr, k_scale_ptr,                         # contiguous [B, Lk, H, D] int8, [B, H, NK] fp32
+    v_ptr, stride_vb, stride_vh, stride_vl, stride_vd,  # fp16 [B, Lk, H, D] / fp8 [B, H, D, Lk]
+    v_scale_ptr,                                # contiguous [B, H, D] fp32 (fp8 only)
+    Lq, Lk, NQ, NK,
+    H: tl.constexpr, D: tl.constexpr, Q_BLOCK: tl.constexpr, K_BLOCK: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PV_FP8: tl.constexpr, EMULATE_FP8_CAST: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,              # Triton's warp specialisation of the key loop
+):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = bh % H
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    d = tl.arange(0, D)
+    row_ok = rows < Lq
+    q_offs = ((b * Lq + rows[:, None]) * H + h) * D + d[None, :]
+    q = tl.load(q_ptr + q_offs, mask=row_ok[:, None], other=0)
+    qs = tl.load(q_scale_ptr + bh * NQ + rows // Q_BLOCK, mask=row_ok, other=0.0)
+    k_head = k_ptr + (b * Lk * H + h) * D
+    k_scale_head = k_scale_ptr + bh * NK
+    v_head = v_ptr + b * stride_vb + h.to(tl.int64) * stride_vh
+
+    acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    full = Lk - Lk % BLOCK_N
+    for start in tl.range(0, full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, qs, k_head, k_scale_head, v_head,
+                                      stride_vl, stride_vd, start, Lk, d, H, D, K_BLOCK,
+                                      BLOCK_N, PV_FP8, EMULATE_FP8_CAST, False)
+    if full < Lk:
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, qs, k_head, k_scale_head, v_head,
+                                      stride_vl, stride_vd, full, Lk, d, H, D, K_BLOCK,
+                                      BLOCK_N, PV_FP8, EMULATE_FP8_CAST, True)
+    if PV_FP8:
+        acc = acc * tl.math.div_rn(tl.load(v_scale_ptr + bh * D + d), 448.0)[None, :]
+    out = tl.math.div_rn(acc, l_i[:, None])
+    tl.store(out_ptr + q_offs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])

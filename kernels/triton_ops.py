@@ -19,7 +19,9 @@ import torch
 import triton
 from torch import Tensor
 
-from .triton_kernels import rotary_kernel, row_kernel
+from . import torch_ops
+from .triton_kernels import (quantize_int8_kernel, rotary_kernel, row_kernel,
+                             sage8_attention_kernel)
 
 # triton reads the same variable when it decorates the kernels.
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -152,6 +154,88 @@ def _rotary_embedding_op(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 @_rotary_embedding_op.register_fake
 def _(x, cos, sin):
     return x.new_empty(x.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8-bit attention
+
+def attention_tiles(head_dim: int, device: torch.device) -> dict[str, int]:
+    """The attention kernel's tiles (``block_m``, ``block_n``, ``num_warps``, ``num_stages``,
+    ``warp_specialize``) for a device; ``bench/attention.py --sweep`` times the alternatives
+    (the result's semantics do not depend on them)."""
+    major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+    if major >= 9:  # Hopper and newer
+        return dict(block_m=128, block_n=128 if head_dim <= 64 else 64, num_warps=8, num_stages=3,
+                    warp_specialize=False)
+    return dict(block_m=128, block_n=64, num_warps=4 if head_dim <= 64 else 8, num_stages=2,
+                warp_specialize=False)
+
+
+def quantize_int8_blocks(x: Tensor, block: int, *, mean: Tensor | None = None,
+                         factor: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``torch_ops.quantize_int8_blocks`` in one fused pass (mean subtraction, scale, rounding)."""
+    b, seq, h, d = x.shape
+    x = _channels_contiguous(x)
+    nb = triton.cdiv(seq, block)
+    out = torch.empty(x.shape, dtype=torch.int8, device=x.device)
+    scale = torch.empty((b, h, nb), dtype=torch.float32, device=x.device)
+    if x.numel():
+        with _device_of(x):
+            quantize_int8_kernel[(nb, b * h)](
+                out, scale, x, x.stride(0), x.stride(1), x.stride(2),
+                None if mean is None else mean.contiguous(), seq, h, nb, float(factor),
+                BLOCK=block, D=d, num_warps=max(1, min(8, block * d // 1024)))
+    return out, scale
+
+
+def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_block: int = 128,
+                    k_block: int = 64, block_m: int | None = None, block_n: int | None = None,
+                    num_warps: int | None = None, num_stages: int | None = None,
+                    warp_specialize: bool | None = None) -> Tensor:
+    """``torch_ops.sage8_attention`` with the fused quantisation and attention kernels; the tiles
+    default to :func:`attention_tiles` (they change speed, not the result's semantics)."""
+    _check_device(q)
+    b, lq, h, d = q.shape
+    lk = k.shape[1]
+    tiles = attention_tiles(d, q.device)
+    block_m = block_m or tiles["block_m"]
+    block_n = block_n or tiles["block_n"]
+    q8, qs = quantize_int8_blocks(q, q_block, factor=d ** -0.5 * torch_ops.LOG2E)
+    k8, ks = quantize_int8_blocks(k, k_block, mean=k.mean(dim=1, dtype=torch.float32))
+    if pv == "fp8":
+        vq, vs = torch_ops.quantize_v_fp8(v, pad_to=128)  # [B, H, D, Lk padded]
+        v_strides = (vq.stride(0), vq.stride(1), 1, vq.stride(2))
+    else:
+        vq, vs = _channels_contiguous(v.to(torch.float16)), None  # [B, Lk, H, D]
+        v_strides = (vq.stride(0), vq.stride(2), vq.stride(1), 1)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if out.numel() == 0 or lk == 0:
+        return out.zero_()
+    with _device_of(q):
+        sage8_attention_kernel[(triton.cdiv(lq, block_m), b * h)](
+            out, q8, qs, k8, ks, vq, *v_strides, vs, lq, lk, qs.shape[-1], ks.shape[-1],
+            H=h, D=d, Q_BLOCK=q_block, K_BLOCK=k_block, BLOCK_M=block_m, BLOCK_N=block_n,
+            PV_FP8=pv == "fp8", EMULATE_FP8_CAST=_INTERPRET,
+            WARP_SPECIALIZE=tiles["warp_specialize"] if warp_specialize is None else warp_specialize,
+            num_warps=num_warps or tiles["num_warps"], num_stages=num_stages or tiles["num_stages"])
+    return out
+
+
+@torch.library.custom_op("wanrt::sage8_attention", mutates_args=())
+def _sage8_attention_op(q: Tensor, k: Tensor, v: Tensor, pv: str, q_block: int,
+                        k_block: int) -> Tensor:
+    return sage8_attention(q, k, v, pv=pv, q_block=q_block, k_block=k_block)
+
+
+@_sage8_attention_op.register_fake
+def _(q, k, v, pv, q_block, k_block):
+    return q.new_empty(q.shape)
+
+
+def sage8_attention_op(q, k, v, *, pv="fp16", q_block=128, k_block=64):
+    """:func:`sage8_attention` as the custom op ``wanrt::sage8_attention`` (opaque to Dynamo)."""
+    _check_device(q)
+    return _sage8_attention_op(q, k, v, pv, q_block, k_block)
 
 
 # ---------------------------------------------------------------------------------------------

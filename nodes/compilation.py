@@ -7,7 +7,9 @@ import itertools
 
 import torch
 
-from ..wan_core.compile import MODES, compile_dit, compile_summary
+from ..wan_core import runtime
+from ..wan_core.attention import BACKENDS
+from ..wan_core.compile import MODES, compile_summary
 from . import base
 
 INDUCTOR_MODES = {"default": None, "reduce-overhead": "reduce-overhead",
@@ -17,8 +19,8 @@ DYNAMIC = {"auto": None, "true": True, "false": False}
 
 
 def weight_sharing_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model``'s module tree that shares every tensor with it. ``compile_dit`` works
-    in place; compiling the copy leaves the loader's (cached) model as it was."""
+    """A copy of ``model``'s module tree that shares every tensor with it. ``runtime.apply``
+    works in place; applying to the copy leaves the loader's (cached) model as it was."""
     tensors = itertools.chain(model.parameters(), model.buffers(),
                               (v for m in model.modules() for v in vars(m).values()
                                if isinstance(v, torch.Tensor)))
@@ -31,7 +33,9 @@ class WanRTCompile:
                    "layer that has no fused kernel; blocks: one graph shared by all transformer "
                    "blocks (compiles once, fastest to warm up); full: the whole model. Compiling "
                    "happens on the first sampling step. The info output says what this platform "
-                   "does for the chosen mode (platforms without torch.compile run eager).")
+                   "does for the chosen mode (platforms without torch.compile run eager). "
+                   "attention switches the attention backend; sage8 (8-bit, faster, lossy) can "
+                   "keep the first blocks and the first / last steps dense.")
     CATEGORY = base.CATEGORY + "/model"
     RETURN_TYPES = ("WANRT_MODEL", "STRING")
     RETURN_NAMES = ("model", "info")
@@ -57,13 +61,48 @@ class WanRTCompile:
                 "default": "auto",
                 "tooltip": "Dynamic shapes. auto: a static graph first, dynamic after the first "
                            "size change (one recompile); true: dynamic from the start."}),
+        }, "optional": {
+            "attention": (["from loader"] + sorted(BACKENDS), {
+                "default": "from loader",
+                "tooltip": "Self-attention backend. from loader: keep the loader's choice. sage8: "
+                           "8-bit attention (INT8 Q·K, fp8 P·V on Ada / Hopper, fp16 elsewhere), "
+                           "faster and slightly lossy; sage8-fp16 / sage8-fp8 force the P·V type."}),
+            "dense_first_blocks": ("INT", {
+                "default": 0, "min": 0, "max": 64,
+                "tooltip": "With an 8-bit backend: the first N transformer blocks keep the dense "
+                           "(auto) attention."}),
+            "dense_first_steps": ("INT", {
+                "default": 0, "min": 0, "max": 1000,
+                "tooltip": "With an 8-bit backend: the first N sampling steps run dense attention."}),
+            "dense_last_steps": ("INT", {
+                "default": 0, "min": 0, "max": 1000,
+                "tooltip": "With an 8-bit backend: the last N sampling steps run dense attention."}),
         }}
 
-    def compile(self, model, mode, backend, inductor_mode, dynamic):
-        compiled = compile_dit(weight_sharing_copy(model), mode, backend=backend,
-                               inductor_mode=INDUCTOR_MODES[inductor_mode], dynamic=DYNAMIC[dynamic])
-        info = compile_summary(mode)
+    def compile(self, model, mode, backend, inductor_mode, dynamic, attention="from loader",
+                dense_first_blocks=0, dense_first_steps=0, dense_last_steps=0):
+        plan = model.attention_options
+        if attention != "from loader":
+            plan = runtime.AttentionOptions(backend=attention)
+        plan = plan.replace(dense_first_blocks=dense_first_blocks,
+                            dense_first_steps=dense_first_steps, dense_last_steps=dense_last_steps)
+        options = runtime.RuntimeOptions.from_env(
+            attention=plan,
+            compile=runtime.CompileOptions(mode, backend, INDUCTOR_MODES[inductor_mode],
+                                           DYNAMIC[dynamic]))
+        compiled = runtime.apply(weight_sharing_copy(model), options)
+        info = compile_summary(mode) + f"; attention {describe(plan)}"
         return {"ui": {"text": [info]}, "result": (compiled, info)}
+
+
+def describe(plan: runtime.AttentionOptions) -> str:
+    """``sage8 (dense: first 2 blocks, first 3 / last 2 steps)`` style summary of a plan."""
+    dense = [f"first {plan.dense_first_blocks} blocks"] if plan.dense_first_blocks else []
+    steps = [f"{which} {n}" for which, n in (("first", plan.dense_first_steps),
+                                             ("last", plan.dense_last_steps)) if n]
+    dense += [" / ".join(steps) + " steps"] if steps else []
+    return plan.backend + (f" (dense {plan.dense_backend}: {', '.join(dense)})"
+                           if dense and plan.backend != plan.dense_backend else "")
 
 
 NODES = {"WanRTCompile": WanRTCompile}

@@ -56,8 +56,9 @@ class WanRTLoadDiffusionModel:
                 "default": "auto",
                 "tooltip": "Attention implementation. auto: cuDNN attention on Hopper GPUs, else "
                            "sdpa; sdpa: PyTorch's fused attention (picks flash / cuDNN / "
-                           "memory-efficient itself); sdpa-*: held to that one kernel; math: the "
-                           "plain reference."}),
+                           "memory-efficient itself); sdpa-*: held to that one kernel; sage8: 8-bit "
+                           "attention (faster, slightly lossy; sage8-fp8 / sage8-fp16 force the "
+                           "P·V type); math: the plain reference."}),
         }, "optional": {
             "blocks_to_swap": ("INT", {
                 "default": 0, "min": 0, "max": 40,

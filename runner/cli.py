@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.input=VALUE",
                         help="override an input, e.g. --set 3.seed=42; VALUE is JSON (42, 1.5, true, \"text\", "
                              "[\"4\", 0] for a link) or else taken as a string; repeatable")
+    parser.add_argument("--attention", metavar="BACKEND",
+                        help="attention backend of every diffusion model the workflow loads (its loaders' "
+                             "attention input), e.g. sage8 for 8-bit attention; per-step / per-block "
+                             "exclusions are inputs of the Compile node (--set ID.dense_first_steps=2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     memory = parser.add_argument_group("GPU memory (see wan_core/residency.py)")
     memory.add_argument("--low-vram", action="store_true", help="park the diffusion model in CPU "
@@ -65,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         workflow = load_workflow(args.workflow)
         overrides = parse_overrides(args.overrides)
+        if args.attention:
+            from ..wan_core.attention import get_backend
+            get_backend(args.attention)  # ValueError listing the names
         host = HeadlessHost.from_paths(args.models_dir, args.extra_model_paths, output_dir=args.output_dir,
                                        input_dir=args.input_dir, show_progress=not args.no_progress,
                                        memory=memory_options(args))
@@ -75,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         prompt = executor.prepare(workflow, overrides)
+        if args.attention:
+            set_attention(prompt, args.attention)
         executor.on_event = _Printer(prompt)
         # Save nodes embed the UI workflow, as ComfyUI's frontend sends it in extra_pnginfo.
         extra = {"extra_pnginfo": {"workflow": workflow}} if is_ui_workflow(workflow) else None
@@ -87,6 +96,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     _report(result, prompt, time.perf_counter() - start)
     return {"success": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
+
+
+def set_attention(prompt: dict, backend: str) -> None:
+    """Point the ``attention`` input of every diffusion-model loader of ``prompt`` at ``backend``."""
+    for node in prompt.values():
+        if node.get("class_type") == "WanRTLoadDiffusionModel":
+            node["inputs"]["attention"] = backend
 
 
 class _Printer:

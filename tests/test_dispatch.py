@@ -1,6 +1,7 @@
 """Layer dispatch: on each simulated platform every layer binds the implementation of the policy
 in issue #2 (CUDA/ROCm Triton, MUSA compiled native, NPU/XPU/MPS/CPU native) and computes the
-right thing on CPU tensors (Triton through its interpreter). Plus the two switches and the report.
+right thing on CPU tensors (Triton through its interpreter). Plus the two switches (fields of
+``runtime.RuntimeOptions``, defaulted from the environment) and the report.
 
 ``torch.compile`` is replaced by a recording identity here: inductor on CPU costs ~20 s cold, and
 ``test_layer_compile`` compiles a real MUSA-dispatched layer. Expected outputs use torch's own
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from wanrt import kernels
 from wanrt.kernels import platforms
-from wanrt.wan_core import layers
+from wanrt.wan_core import layers, runtime
 
 # Issue #2, item 4.
 EXPECTED = {"cuda": "triton", "rocm": "triton", "musa": "compiled-native", "npu": "native",
@@ -30,8 +31,6 @@ def _clean_switches(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     platforms._platform_for.cache_clear()
     yield
-    kernels.set_fused_kernels(None)
-    layers.set_layer_compile(None)
     platforms._platform_for.cache_clear()
 
 
@@ -110,10 +109,11 @@ def test_fused_switch_makes_cuda_layers_native(monkeypatch, by_env):
     on_platform(monkeypatch, "cuda")
     if by_env:
         monkeypatch.setenv("WANRT_DISABLE_FUSED_KERNELS", "1")
-    else:
-        kernels.set_fused_kernels(False)
     layer, inputs, expected = build("GatedResidualNormModulate")
-    assert layer.impl == "native" and kernels.default_impl() == "torch"
+    if not by_env:
+        assert layer.impl == "triton"
+        runtime.apply(layer, runtime.RuntimeOptions(fused_kernels=False))
+    assert layer.impl == "native"
     assert_computes(layer, inputs, expected)
 
 
@@ -122,21 +122,19 @@ def test_compile_switch_makes_musa_layers_native(monkeypatch, compile_calls, by_
     on_platform(monkeypatch, "musa")
     if by_env:
         monkeypatch.setenv("WANRT_DISABLE_LAYER_COMPILE", "1")
-    else:
-        layers.set_layer_compile(False)
     layer, inputs, expected = build("NormModulate")
-    assert layer.impl == "native" and compile_calls == []
+    if not by_env:
+        assert layer.impl == "compiled-native"
+        runtime.apply(layer, runtime.RuntimeOptions(layer_compile=False))
+    assert layer.impl == "native"
+    assert compile_calls == ([] if by_env else [layer.forward_native])
     assert_computes(layer, inputs, expected)
 
 
-def test_each_switch_leaves_the_other_path_alone(monkeypatch, compile_calls):
-    kernels.set_fused_kernels(False)
-    on_platform(monkeypatch, "musa")
-    assert layers.RMSNorm(C).impl == "compiled-native"
-    kernels.set_fused_kernels(True)
-    layers.set_layer_compile(False)
-    on_platform(monkeypatch, "cuda")
-    assert layers.RMSNorm(C).impl == "triton"
+def test_each_switch_leaves_the_other_path_alone():
+    options = runtime.RuntimeOptions
+    assert options(platform="musa", fused_kernels=False).layer_impl(layers.RMSNorm) == "compiled-native"
+    assert options(platform="cuda", layer_compile=False).layer_impl(layers.RMSNorm) == "triton"
 
 
 def test_cuda_without_triton_runs_native(monkeypatch):
@@ -152,7 +150,7 @@ def test_switch_applies_to_layers_built_afterwards(monkeypatch):
     """Layers keep the implementation they were built with; the report of a model says so."""
     on_platform(monkeypatch, "cuda")
     before = layers.RMSNorm(C)
-    kernels.set_fused_kernels(False)
+    monkeypatch.setenv("WANRT_DISABLE_FUSED_KERNELS", "1")
     model = torch.nn.Sequential(before, layers.RMSNorm(C), layers.GatedResidual())
     assert layers.implementation_report(model) == {"RMSNorm": "native, triton",
                                                    "GatedResidual": "native"}

@@ -202,7 +202,7 @@ def test_compile_works_on_a_copy_that_shares_the_weights(models):
     model = models.t2v
     compiled, info = call("WanRTCompile", model=model, mode="blocks", backend="eager",
                           inductor_mode="default", dynamic="auto")["result"]
-    assert info == compile_summary("blocks")
+    assert info == compile_summary("blocks") + "; attention auto"
     assert compiled is not model and compiled.blocks[0] is not model.blocks[0]
     assert all(a is b for a, b in zip(compiled.parameters(), model.parameters()))
     assert compiled.blocks[0]._compiled_call_impl is not None
@@ -210,6 +210,19 @@ def test_compile_works_on_a_copy_that_shares_the_weights(models):
     x, t = torch.randn(1, model.config.in_dim, 2, 2, 4), torch.tensor([500.0])
     context = torch.randn(1, 8, model.config.text_dim)
     torch.testing.assert_close(compiled(x, t, context), model(x, t, context), rtol=0, atol=0)
+
+
+def test_compile_node_selects_8bit_attention_with_dense_exclusions(models):
+    """The attention inputs build the plan of the copy; the loader's model keeps its own."""
+    compiled, info = call("WanRTCompile", model=models.t2v, mode="off", backend="eager",
+                          inductor_mode="default", dynamic="auto", attention="sage8",
+                          dense_first_blocks=1, dense_first_steps=2, dense_last_steps=1)["result"]
+    assert info.endswith("; attention sage8 (dense auto: first 1 blocks, first 2 / last 1 steps)")
+    assert [b.self_attn.backend for b in compiled.blocks] == ["auto", "sage8"]
+    assert {b.cross_attn.backend for b in compiled.blocks} == {"auto"}
+    compiled.set_sampling_step(1, 10)
+    assert {b.self_attn.backend for b in compiled.blocks} == {"auto"}
+    assert {b.self_attn.backend for b in models.t2v.blocks} == {"auto"}
 
 
 def test_load_image_reads_the_input_folder(tmp_path):

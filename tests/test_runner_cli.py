@@ -64,12 +64,23 @@ def test_node_failure_exits_1_naming_the_node(run_cli, tmp_path):
     ("{not json", (), "not valid JSON"),
     ("[1, 2]", (), "expected a JSON object"),
     ("{}", ("--set", "seed=3"), "expected NODE_ID.input=VALUE"),
+    ("{}", ("--attention", "sage9"), "unknown attention backend 'sage9'"),
 ])
 def test_bad_arguments_exit_2(run_cli, tmp_path, content, extra, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
     code, _, err = run_cli(path, *extra)
     assert code == 2 and message in err
+
+
+def test_attention_flag_sets_every_diffusion_model_loader():
+    from wanrt.runner.cli import set_attention
+
+    prompt = {"1": {"class_type": "WanRTLoadDiffusionModel", "inputs": {"attention": "auto"}},
+              "2": {"class_type": "WanRTLoadDiffusionModel", "inputs": {"attention": "sdpa"}},
+              "3": {"class_type": "WanRTLoadVAE", "inputs": {"vae_name": "v.safetensors"}}}
+    set_attention(prompt, "sage8")
+    assert [n["inputs"].get("attention") for n in prompt.values()] == ["sage8", "sage8", None]
 
 
 def test_module_entry_point_rejects_unknown_nodes(tmp_path):

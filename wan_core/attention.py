@@ -9,16 +9,22 @@ Every backend takes ``q: [B, Lq, H, D]``, ``k, v: [B, Lk, H, D]`` and returns ``
   error where it cannot run these inputs); usable inside ``torch.compile``;
 - ``"auto"``: ``"sdpa-cudnn"`` for fp16/bf16 on Hopper GPUs, ``"sdpa"`` elsewhere (see
   :func:`auto_backend`);
+- ``"sage8"``, ``"sage8-fp8"``, ``"sage8-fp16"``: our 8-bit attention (``kernels.sage8_attention``:
+  INT8 Q·Kᵀ, fp8 or fp16 P·V; ``"sage8"`` takes fp8 where the GPU has fp8 dots). Opt-in: lossy,
+  see ``runtime.AttentionOptions`` for the layers and steps that stay dense;
 - ``"math"``: the plain softmax reference.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .. import kernels
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -68,11 +74,13 @@ for _name, _kernel in (("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION),
 
 
 @torch.compiler.assume_constant_result  # resolved once while tracing: no graph break
-def auto_backend(device_type: str, dtype: torch.dtype) -> str:
-    """What ``"auto"`` runs for inputs on ``device_type`` in ``dtype``: cuDNN attention on
-    Hopper (compute capability 9.x) in fp16/bf16, measured ~597 TFLOP/s against flash's ~362 on
-    an H200 at Wan shapes (32,760 tokens, head dim 128); PyTorch's own SDPA choice elsewhere."""
+def auto_backend(device_type: str, dtype: torch.dtype, head_dim: int = 128) -> str:
+    """What ``"auto"`` runs for inputs on ``device_type`` in ``dtype`` with ``head_dim``: cuDNN
+    attention on Hopper (compute capability 9.x) in fp16/bf16 for head dims that are multiples
+    of 8 up to 128, measured ~597 TFLOP/s against flash's ~362 on an H200 at Wan shapes (32,760
+    tokens, head dim 128); PyTorch's own SDPA choice elsewhere."""
     if (device_type == "cuda" and torch.version.cuda and dtype in (torch.float16, torch.bfloat16)
+            and head_dim % 8 == 0 and head_dim <= 128
             and torch.cuda.get_device_capability()[0] == 9):
         return "sdpa-cudnn"
     return "sdpa"
@@ -80,7 +88,11 @@ def auto_backend(device_type: str, dtype: torch.dtype) -> str:
 
 @register_backend("auto")
 def _auto(q, k, v):
-    return BACKENDS[auto_backend(q.device.type, q.dtype)](q, k, v)
+    return BACKENDS[auto_backend(q.device.type, q.dtype, q.shape[-1])](q, k, v)
+
+
+for _name, _pv in (("sage8", None), ("sage8-fp8", "fp8"), ("sage8-fp16", "fp16")):
+    register_backend(_name)(functools.partial(kernels.sage8_attention, pv=_pv))
 
 
 @register_backend("math")

@@ -29,7 +29,6 @@ dynamic-shape kernels for all; ``dynamic=True`` does that for whoever wants it.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..kernels import Platform, current_platform
@@ -59,9 +58,7 @@ def compile_dit(model: nn.Module, mode: str, *, backend: str | object = "inducto
     if mode == "layers":  # the binding CustomOp makes for "compiled-native", on eager layers
         for layer in model.modules():
             if isinstance(layer, CustomOp) and layer.impl == "native":
-                layer._forward_method = torch.compile(layer.forward_native, fullgraph=True,
-                                                      **options)
-                layer.impl = "compiled-native"
+                layer.set_impl("compiled-native", fullgraph=True, **options)
     elif mode == "blocks":
         for block in model.blocks:
             block.compile(fullgraph=True, **options)

@@ -174,6 +174,8 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
             t_model = torch.full((batch,), float(t), device=device)
             if first_frame is not None:
                 t_model = token_timesteps(t_model, shape)
+            if hasattr(expert, "set_sampling_step"):  # per-step settings (attention exclusions)
+                expert.set_sampling_step(i, total)
             v = guide(expert, x, t_model, scale)
             preview = schedule.denoised(v, x) if callback is not None else None
             x = schedule.step(v, x)

@@ -24,10 +24,11 @@ from torch import nn
 
 from ... import kernels
 from ...kernels.fp8 import fp8_linear
-from ..attention import attention, get_backend
+from ..attention import attention
 from ..checkpoint import FP8_DTYPES
 from ..layers import (GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm,
                       RotaryEmbedding)
+from ..runtime import AttentionOptions
 from .config import DiTConfig
 
 
@@ -292,7 +293,7 @@ class WanModel(nn.Module):
     """
 
     def __init__(self, config: DiTConfig, *, dtype: torch.dtype = torch.float32,
-                 attention_backend: str = "auto"):
+                 attention_backend: str | AttentionOptions = "auto"):
         super().__init__()
         self.config = config
         dim = config.dim
@@ -308,7 +309,9 @@ class WanModel(nn.Module):
                         if config.image_dim else None)
         for name, p in self.named_parameters():
             p.data = p.data.to(torch.float32 if keeps_fp32(name) else dtype)
-        self.set_attention_backend(attention_backend)
+        self.attention_options = AttentionOptions()
+        self.set_attention(attention_backend if isinstance(attention_backend, AttentionOptions)
+                           else AttentionOptions(backend=attention_backend))
         self.block_swap = None  # a wan_core.block_swap.BlockSwap streams blocks from the CPU
 
     @property
@@ -317,11 +320,22 @@ class WanModel(nn.Module):
         return self.patch_embedding.bias.dtype
 
     def set_attention_backend(self, name: str) -> None:
-        """Route every attention of the model to backend ``name`` (see ``wan_core.attention``)."""
-        get_backend(name)
-        for module in self.modules():
-            if isinstance(module, _Attention):
-                module.backend = name
+        """Route every attention of the model to backend ``name`` (see ``wan_core.attention``;
+        cross-attention stays dense for an 8-bit backend, see :class:`AttentionOptions`)."""
+        self.set_attention(AttentionOptions(backend=name))
+
+    def set_attention(self, options: AttentionOptions) -> None:
+        """Use the attention plan ``options``; outside sampling no step is excluded."""
+        self.attention_options = options
+        self.set_sampling_step(None, None)
+
+    def set_sampling_step(self, step: int | None, steps: int | None) -> None:
+        """Announce sampling step ``step`` (from 0) of ``steps``: each block's self-attention
+        takes the backend the attention plan gives it for that step. Under ``torch.compile`` a
+        change of backend is a guard miss: one recompile per distinct plan, then cached."""
+        for i, block in enumerate(self.blocks):
+            block.self_attn.backend = self.attention_options.backend_for(i, step, steps)
+            block.cross_attn.backend = self.attention_options.cross_backend
 
     def use_fp8_matmul(self, granularity: str | None = "row") -> WanModel:
         """Run the transformer blocks' fp8 (e4m3) Linears as fp8 GEMMs, activations quantised

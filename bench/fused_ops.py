@@ -1,7 +1,7 @@
 """Fused-kernel bandwidth: Triton vs the torch fallback vs ``torch.compile`` of the fallback.
 
-    python bench/kernels.py            # Wan shapes on the GPU (B=1, L=32760, C=1536 / 5120)
-    python bench/kernels.py --tiny     # small shapes on CPU, torch paths only (smoke test)
+    python bench/fused_ops.py            # Wan shapes on the GPU (B=1, L=32760, C=1536 / 5120)
+    python bench/fused_ops.py --tiny     # small shapes on CPU, torch paths only (smoke test)
 
 Bytes moved per op = every input tensor read once + every output written once, at their real
 sizes (bf16 activations; fp32 modulation: [B,1,C] rows are negligible, per-token [B,L,C] rows
