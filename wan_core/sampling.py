@@ -99,7 +99,7 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
            first_frame: Tensor | None = None, latent: Tensor | None = None,
            denoise: float = 1.0, callback: Callable[[int, int, Tensor], None] | None = None,
            interrupt: Callable[[], None] | None = None,
-           batched_cfg: bool | str = "auto") -> Tensor:
+           batched_cfg: bool | str = "auto", step_cache=None) -> Tensor:
     """Denoise seeded noise of ``shape = (B, C, F_lat, H_lat, W_lat)`` → final latent (float32,
     on ``context``'s device).
 
@@ -118,6 +118,8 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
     - ``callback(step, total, x0)`` after each step (``step`` from 1), ``x0`` the model's clean
       estimate at that step; ``interrupt()`` is called before each step and should raise to stop.
     - ``batched_cfg``: ``True`` / ``False`` / ``"auto"`` (see :class:`Guidance`).
+    - ``step_cache``: a :class:`~wan_core.step_cache.StepCache`, reset here; it skips the
+      forwards its policy deems predictable and counts them per expert (``"high"``, ``"low"``).
     """
     shape = tuple(shape)
     if len(shape) != 5:
@@ -155,11 +157,16 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
         x[:, :, :1] = first_frame
 
     total = len(schedule)
+    if step_cache is not None:
+        step_cache.reset()
     for i, t in enumerate(schedule.timesteps.tolist()):
         if interrupt is not None:
             interrupt()
         high = low_noise_model is None or t >= boundary * NUM_TRAIN_TIMESTEPS
         expert, scale = (model, cfg) if high else (low_noise_model, cfg_low)
+        if step_cache is not None:
+            expert = step_cache.bind(expert, expert="high" if high else "low", step=i,
+                                     steps=total, batch=batch)
         t_model = torch.full((batch,), float(t), device=device)
         if first_frame is not None:
             t_model = token_timesteps(t_model, shape)
