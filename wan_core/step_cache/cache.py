@@ -30,7 +30,7 @@ from .easycache import EasyCache
 from .first_block import FirstBlockCache
 from .magcache import MagCache
 from .policy import Policy, Step
-from .published import model_key
+from .published import CONSTANTS, model_key
 from .teacache import TeaCache
 
 BRANCHES = ("cond", "uncond")
@@ -42,18 +42,22 @@ FEW_STEPS = 8
 
 def make_policy(name: str, config=None, *, threshold: float | None = None,
                 retention: float | None = None, max_skips: int | None = None,
-                use_ret_steps: bool = False, i2v_resolution: str = "480p") -> Policy:
-    """Policy ``name`` (:data:`POLICIES`) with the published constants for a DiT ``config``;
-    unset settings take the publication's default. ``retention``: MagCache's retention ratio, or
-    for EasyCache the fraction of steps always run first (its published ``ret_steps`` when unset).
-    """
+                use_ret_steps: bool = False, constants: str = "auto") -> Policy:
+    """Policy ``name`` (:data:`POLICIES`); unset settings take the publication's defaults.
+    TeaCache and MagCache read the constants published for the model: ``constants="auto"``
+    picks them from the DiT ``config`` (``published.model_key``), or name a
+    :data:`~.published.CONSTANTS` entry. ``retention``: MagCache's retention ratio."""
     if name in ("teacache", "magcache"):
-        key = model_key(config, i2v_resolution) if config is not None else None
+        key = constants if constants != "auto" else (
+            model_key(config) if config is not None else None)
         if key is None:
             variant = config.variant if config is not None else "this model"
             raise ValueError(f"{name}: its authors published no constants for {variant} "
                              f"(only Wan 2.1 T2V 1.3B / 14B and I2V 14B); use easycache or "
-                             f"first_block, which need none")
+                             f"first_block, which need none, or name the constants to use")
+        if key not in CONSTANTS:
+            raise ValueError(f"unknown {name} constants {key!r}; choose one of "
+                             f"auto, {', '.join(CONSTANTS)}")
         if name == "teacache":
             return TeaCache.for_model(key, threshold, use_ret_steps)
         return MagCache.for_model(key, threshold, max_skips, retention)
