@@ -7,7 +7,7 @@ import itertools
 
 import torch
 
-from ..wan_core.compile import MODES, compile_dit, compile_summary
+from ..wan_core.compile import MODES, compile_dit, compile_summary, persistent_compile_cache
 from . import base
 
 INDUCTOR_MODES = {"default": None, "reduce-overhead": "reduce-overhead",
@@ -30,7 +30,9 @@ class WanRTCompile:
                    "Triton kernels on CUDA / ROCm); layers: compile each norm / modulation / RoPE "
                    "layer that has no fused kernel; blocks: one graph shared by all transformer "
                    "blocks (compiles once, fastest to warm up); full: the whole model. Compiling "
-                   "happens on the first sampling step. The info output says what this platform "
+                   "happens on the first sampling step; the kernels are kept in the user's cache "
+                   "folder (~/.cache/wanrt/torchinductor, or $TORCHINDUCTOR_CACHE_DIR), so later "
+                   "sessions start faster. The info output says what this platform "
                    "does for the chosen mode (platforms without torch.compile run eager).")
     CATEGORY = base.CATEGORY + "/model"
     RETURN_TYPES = ("WANRT_MODEL", "STRING")
@@ -60,6 +62,8 @@ class WanRTCompile:
         }}
 
     def compile(self, model, mode, backend, inductor_mode, dynamic):
+        if mode != "off" and backend == "inductor":
+            persistent_compile_cache()  # the next process reuses these kernels
         compiled = compile_dit(weight_sharing_copy(model), mode, backend=backend,
                                inductor_mode=INDUCTOR_MODES[inductor_mode], dynamic=DYNAMIC[dynamic])
         info = compile_summary(mode)
