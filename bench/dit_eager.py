@@ -17,7 +17,6 @@ import statistics
 import time
 
 import torch
-from diffusers import WanTransformer3DModel
 
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
 from wanrt.wan_core.dit.formats import official_to_diffusers
@@ -36,8 +35,11 @@ def ours(config: DiTConfig, dtype, device) -> WanModel:
     return init_random_(model.to_empty(device=device), seed=0).eval()
 
 
-def diffusers_like(model: WanModel, dtype, device) -> WanTransformer3DModel:
-    """diffusers' model with our weights, fp32 where ``from_pretrained`` keeps fp32."""
+def diffusers_like(model: WanModel, dtype, device):
+    """diffusers' model with our weights, fp32 where ``from_pretrained`` keeps fp32. (Imported
+    here: e2e.py and step_cache.py reuse this module without diffusers.)"""
+    from diffusers import WanTransformer3DModel
+
     c = model.config
     with torch.device(device):  # not meta: its RoPE tables are buffers computed in __init__
         ref = WanTransformer3DModel(num_attention_heads=c.num_heads, attention_head_dim=c.head_dim,

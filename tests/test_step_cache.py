@@ -355,3 +355,20 @@ def test_whole_model_compile_is_refused_with_the_mode_to_use():
     with pytest.raises(ValueError, match="mode 'blocks'"):
         run(model, StepCache(FirstBlockCache(threshold=0.1)), steps=10)
     torch._dynamo.reset()
+
+
+def test_bench_smoke_run_reports_forwards_and_fidelity():
+    """``bench/step_cache.py --tiny``: the GPU benchmark's code path on CPU, tiny models."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "step_cache.py"
+    out = subprocess.run([sys.executable, str(bench), "--tiny", "--steps", "10", "--policies",
+                          "magcache,first_block"], check=True, capture_output=True, text=True,
+                         timeout=600).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+    assert [row[0].split()[0] for row in rows[1:]] == ["no", "magcache", "first-block"]
+    assert all(int(row[1]) + int(row[2]) == 20 for row in rows[1:])  # 10 steps x cond, uncond
+    assert int(rows[2][2]) > 0, "MagCache's table skips steps whatever the weights"
+    assert float(rows[2][5]) > 0 and float(rows[1][5]) == 0  # rel. L2 vs the uncached latent
