@@ -125,6 +125,10 @@ class StepCache:
         states = [self._state(expert, b) for b in branches]
         if self.policy.probe == "latent":
             return self._forward_latent(model, x, t, context, kwargs, states, info, expert)
+        if not hasattr(model, "block_hook"):
+            raise TypeError(f"{self.policy.name} decides between the DiT blocks: it needs a "
+                            f"wan_core WanModel (block_hook), not {type(model).__name__}; "
+                            f"easycache works around any model callable")
         model.block_hook = lambda h, e, e0, blocks: self._blocks(h, e, e0, blocks, states, info,
                                                                  expert)
         try:
