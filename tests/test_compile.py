@@ -290,11 +290,11 @@ def test_persistent_compile_cache_moves_inductors_caches_to_a_kept_folder(tmp_pa
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
-    monkeypatch.setattr(functorch_config, "enable_autograd_cache", False)
-    folder = persistent_compile_cache()
+    with inductor_config.patch(fx_graph_cache=False), \
+            functorch_config.patch(enable_autograd_cache=False):  # restored on exit
+        folder = persistent_compile_cache()
+        assert inductor_config.fx_graph_cache and functorch_config.enable_autograd_cache
     assert folder == tmp_path / "wanrt" / "torchinductor" and folder.is_dir()
     assert cache_dir() == str(folder)
-    assert inductor_config.fx_graph_cache and functorch_config.enable_autograd_cache
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert persistent_compile_cache() == tmp_path / "mine"
