@@ -6,8 +6,11 @@ Two ways to drive it, one forward at a time:
 
 - ``cache.forward(model, x, t, context, branches=("cond", "uncond"), step=i, steps=n,
   expert="high", clip_fea=..., y=...)``: ``x`` holds one batch chunk per branch (batched CFG) or
-  one branch (two passes); this is what a wrapper around another sampler calls (ComfyUI's
-  ``cond_or_uncond`` names the branches, the σ ladder gives ``step``).
+  one branch (two passes); this is what a wrapper around another sampler calls, with
+  ``cache.reset()`` when a run starts (ComfyUI: ``transformer_options["cond_or_uncond"]`` names
+  the chunks, 0 cond and 1 uncond; the position of the current σ in ``sample_sigmas`` gives
+  ``step``, their count minus one ``steps``). ``model`` is a :class:`~wan_core.dit.WanModel`
+  (its ``block_hook``); EasyCache works around any ``model(x, t, context, **kwargs)``.
 - ``sampling.sample(..., step_cache=cache)``: our loop binds each expert per step
   (:meth:`StepCache.bind`) and tells branches apart by batch size and call order.
 
@@ -143,7 +146,7 @@ class StepCache:
             base, start = blocks(x, 0, 1), 1
             probe = base - x
         elif policy.probe == "time":
-            probe = e0 if getattr(policy, "use_ret_steps", False) else e
+            probe = policy.time_probe(e, e0)
         else:
             probe = None
         probes = probe.chunk(n) if probe is not None else [None] * n
@@ -161,9 +164,9 @@ class StepCache:
     def _forward_latent(self, model, x, t, context, kwargs, states, info, expert):
         n, policy = len(states), self.policy
         inputs = x.chunk(n)
-        lead = self._state(expert, "cond")
-        if "cond" in [s["branch"] for s in states]:
-            lead["reuse"] = (info.index, policy.decide(lead, inputs[states.index(lead)], info))
+        lead, names = self._state(expert, "cond"), [s["branch"] for s in states]
+        if "cond" in names:
+            lead["reuse"] = (info.index, policy.decide(lead, inputs[names.index("cond")], info))
         reuse = lead.get("reuse") == (info.index, True)
         if reuse and all(s["residual"] is not None for s in states):
             self._count(expert, n, skipped=True)

@@ -60,6 +60,10 @@ class Policy:
     def computed(self, state: dict, probe: Tensor | None, output: Tensor | None = None) -> None:
         """Default: nothing to update."""
 
+    def time_probe(self, e: Tensor, e0: Tensor) -> Tensor:
+        """``"time"`` policies: which embedding to watch (default ``e``)."""
+        return e
+
     def describe(self) -> str:
         """One line: the policy and its constants (for run summaries)."""
         return self.name

@@ -46,6 +46,9 @@ class TeaCache(Policy):
     def ret_steps(self) -> int:
         return 5 if self.use_ret_steps else 1
 
+    def time_probe(self, e, e0):
+        return e0 if self.use_ret_steps else e
+
     def decide(self, state, probe, step: Step) -> bool:
         previous, state["previous"] = state.get("previous"), probe
         if (not step.may_skip or step.index < self.ret_steps or previous is None
