@@ -66,6 +66,9 @@ class WanRTStepCache:
 
     def attach(self, model, policy, threshold, start_percent, end_percent, retention,
                constants, allow_few_steps):
+        if getattr(model, "_compiled_call_impl", None) is not None:
+            raise ValueError("WanRT Step Cache: the model is compiled whole (WanRT Compile mode "
+                             "'full'); step caching runs between the blocks, use mode 'blocks'")
         chosen = make_policy(policy, model.config, threshold=threshold or None,
                              retention=retention, constants=constants)
         cached = weight_sharing_copy(model)
