@@ -17,7 +17,6 @@ import statistics
 import time
 
 import torch
-from diffusers import WanTransformer3DModel
 
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
 from wanrt.wan_core.dit.formats import official_to_diffusers
@@ -36,11 +35,14 @@ def ours(config: DiTConfig, dtype, device) -> WanModel:
     return init_random_(model.to_empty(device=device), seed=0).eval()
 
 
-def diffusers_like(model: WanModel, dtype, device) -> WanTransformer3DModel:
+def diffusers_like(model: WanModel, dtype, device):
     """diffusers' model holding our weight tensors (shared, not copied: a 14B pair fits one
     80 GB GPU), fp32 copies where ``from_pretrained`` keeps fp32 (``_keep_in_fp32_modules``).
     Built on the meta device; only its RoPE tables (buffers computed in ``__init__``) are made
-    on ``device``."""
+    on ``device``. (diffusers is imported here: e2e.py and step_cache.py reuse this module
+    without it.)"""
+    from diffusers import WanTransformer3DModel
+
     c = model.config
     with torch.device("meta"):
         ref = WanTransformer3DModel(num_attention_heads=c.num_heads, attention_head_dim=c.head_dim,

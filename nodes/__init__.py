@@ -1,14 +1,15 @@
 """WanRT's ComfyUI nodes (classic API), one module per concept; nothing imports ComfyUI here.
 
-A text-to-video graph: Load Diffusion Model → Compile ─┐
-                       Load Text Encoder → Text Encode ─┼→ Sampler → VAE Decode → Save Video
-                       Load VAE → Empty Latent Video ───┘
+A text-to-video graph (Compile and Step Cache optional):
+    Load Diffusion Model → Compile → Step Cache ─┐
+    Load Text Encoder → Text Encode ─────────────┼→ Sampler → VAE Decode → Save Video
+    Load VAE → Empty Latent Video ───────────────┘
 Image-to-video swaps Empty Latent Video for Image To Video (start / end image, CLIP vision).
 """
 
-from . import compilation, conditioning, files, latents, loaders, sampling
+from . import compilation, conditioning, files, latents, loaders, sampling, step_cache
 
-_MODULES = (loaders, compilation, conditioning, latents, sampling, files)
+_MODULES = (loaders, compilation, step_cache, conditioning, latents, sampling, files)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {name: cls for m in _MODULES for name, cls in m.NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {name: title for m in _MODULES

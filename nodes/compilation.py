@@ -9,7 +9,7 @@ import torch
 
 from ..wan_core import runtime
 from ..wan_core.attention import BACKENDS
-from ..wan_core.compile import MODES, compile_summary
+from ..wan_core.compile import MODES, compile_summary, persistent_compile_cache
 from . import base
 
 INDUCTOR_MODES = {"default": None, "reduce-overhead": "reduce-overhead",
@@ -32,7 +32,9 @@ class WanRTCompile:
                    "Triton kernels on CUDA / ROCm); layers: compile each norm / modulation / RoPE "
                    "layer that has no fused kernel; blocks: one graph shared by all transformer "
                    "blocks (compiles once, fastest to warm up); full: the whole model. Compiling "
-                   "happens on the first sampling step. The info output says what this platform "
+                   "happens on the first sampling step; the kernels are kept in the user's cache "
+                   "folder (~/.cache/wanrt/torchinductor, or $TORCHINDUCTOR_CACHE_DIR), so later "
+                   "sessions start faster. The info output says what this platform "
                    "does for the chosen mode (platforms without torch.compile run eager). "
                    "attention switches the attention backend; sage8 (8-bit, faster, lossy) can "
                    "keep the first blocks and the first / last steps dense.")
@@ -86,6 +88,8 @@ class WanRTCompile:
             plan = runtime.AttentionOptions(backend=attention)
         plan = plan.replace(dense_first_blocks=dense_first_blocks,
                             dense_first_steps=dense_first_steps, dense_last_steps=dense_last_steps)
+        if mode != "off" and backend == "inductor":
+            persistent_compile_cache()  # the next process reuses these kernels
         options = runtime.RuntimeOptions.from_env(
             attention=plan,
             compile=runtime.CompileOptions(mode, backend, INDUCTOR_MODES[inductor_mode],

@@ -78,6 +78,7 @@ class WanRTSampler:
         if model.config.y_dim and condition.y is None:
             raise ValueError(f"the {model.config.variant} model animates a start image: build its "
                              f"latent with WanRT Image To Video, not an empty latent")
+        step_cache = getattr(model, "step_cache", None)
         h = host.current()
         residency = h.residency()
         device = residency.compute_device("dit")
@@ -90,9 +91,12 @@ class WanRTSampler:
             boundary=boundary if a14b else None, cfg_low=cfg_low if a14b else None,
             latent=samples if denoise < 1 else None, denoise=denoise,
             callback=lambda step, total, x0: bar.update_absolute(step, total),
-            interrupt=h.throw_if_interrupted, residency=residency,
+            interrupt=h.throw_if_interrupted, residency=residency, step_cache=step_cache,
             **{k: None if v is None else v.to(device) for k, v in condition.sample_kwargs().items()})
-        return ({**latent, "samples": out.cpu()},)  # between nodes latents rest on the CPU (ComfyUI)
+        result = ({**latent, "samples": out.cpu()},)  # between nodes latents rest on the CPU
+        if step_cache is None:
+            return result
+        return {"ui": {"text": [f"step cache: {step_cache.summary()}"]}, "result": result}
 
 
 NODES = {"WanRTSampler": WanRTSampler}

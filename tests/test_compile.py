@@ -16,7 +16,7 @@ from torch._dynamo.utils import counters
 
 from wanrt.kernels import PLATFORMS, platforms
 from wanrt.wan_core.attention import auto_backend
-from wanrt.wan_core.compile import MODES, compile_dit, compile_summary
+from wanrt.wan_core.compile import MODES, compile_dit, compile_summary, persistent_compile_cache
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
 from wanrt.wan_core.sampling import sample
 
@@ -277,3 +277,24 @@ def test_sdpa_kernel_backend_traces_without_graph_break():
     assert auto_backend("cpu", torch.bfloat16) == "sdpa"
     assert {m.backend for m in tiny().modules() if hasattr(m, "backend")} == {"auto"}
 
+
+
+def test_persistent_compile_cache_moves_inductors_caches_to_a_kept_folder(tmp_path,
+                                                                           monkeypatch):
+    """Inductor reads its cache folder from TORCHINDUCTOR_CACHE_DIR at every compile; the FX
+    graph and AOT autograd caches are on. The user's own folder wins over ours. (That a second
+    process then skips code generation is measured by ``bench/step_cache.py --first-step``.)"""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with inductor_config.patch(fx_graph_cache=False), \
+            functorch_config.patch(enable_autograd_cache=False):  # restored on exit
+        folder = persistent_compile_cache()
+        assert inductor_config.fx_graph_cache and functorch_config.enable_autograd_cache
+    assert folder == tmp_path / "wanrt" / "torchinductor" and folder.is_dir()
+    assert cache_dir() == str(folder)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert persistent_compile_cache() == tmp_path / "mine"

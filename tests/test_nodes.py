@@ -83,7 +83,7 @@ def sampler_inputs(model, conditioning, latent, **changes):
 def test_the_node_set():
     assert sorted(NODE_CLASS_MAPPINGS) == sorted([
         "WanRTLoadDiffusionModel", "WanRTLoadTextEncoder", "WanRTLoadVAE", "WanRTLoadCLIPVision",
-        "WanRTCompile", "WanRTTextEncode", "WanRTEmptyLatentVideo", "WanRTImageToVideo",
+        "WanRTCompile", "WanRTStepCache", "WanRTTextEncode", "WanRTEmptyLatentVideo", "WanRTImageToVideo",
         "WanRTSampler", "WanRTVAEDecode", "WanRTLoadImage", "WanRTSaveVideo"])
     assert wanrt.NODE_CLASS_MAPPINGS is NODE_CLASS_MAPPINGS
     assert set(NODE_DISPLAY_NAME_MAPPINGS) == set(NODE_CLASS_MAPPINGS)
@@ -334,3 +334,29 @@ def test_a_node_graph_runs_inside_comfyui(comfy, tmp_path, monkeypatch):
     comfy.interrupted = True  # ComfyUI's interrupt stops the sampler at its next step
     with pytest.raises(StubInterrupt):
         run("WanRTSampler", **inputs)
+
+
+def test_step_cache_node_attaches_a_policy_and_the_sampler_reports_the_forwards(
+        models, conditioning, active):
+    """The node works on a copy that shares the weights; the sampler then reports forwards run
+    and skipped per expert. Tiny models have no published TeaCache / MagCache constants: the
+    error says what to use instead, and naming the constants works."""
+    model = models.t2v
+    cached, info = call("WanRTStepCache", model=model, policy="first_block", threshold=10.0,
+                        start_percent=0.0, end_percent=1.0, retention=0.2, constants="auto",
+                        allow_few_steps=False)["result"]
+    assert cached is not model and not hasattr(model, "step_cache")
+    assert all(a is b for a, b in zip(cached.parameters(), model.parameters()))
+    assert info.startswith("first-block cache threshold 10")
+    latent = {"samples": torch.zeros(1, 16, 2, 2, 4)}
+    out = call("WanRTSampler", **sampler_inputs(cached, conditioning, latent, steps=10))
+    assert out["ui"]["text"] == ["step cache: first-block cache threshold 10: "
+                                 "high 2 forwards run, 18 skipped"]
+    assert out["result"][0]["samples"].shape == (1, 16, 2, 2, 4)
+    with pytest.raises(ValueError, match="no constants for t2v-256d.*easycache or first_block"):
+        call("WanRTStepCache", model=model, policy="teacache", threshold=0.0, start_percent=0.0,
+             end_percent=1.0, retention=0.2, constants="auto", allow_few_steps=False)
+    _, info = call("WanRTStepCache", model=model, policy="magcache", threshold=0.0,
+                   start_percent=0.0, end_percent=1.0, retention=0.2, constants="t2v-14B",
+                   allow_few_steps=False)["result"]
+    assert info.startswith("magcache threshold 0.24, K 6, retention 0.2")

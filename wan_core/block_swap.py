@@ -74,10 +74,11 @@ class BlockSwap:
     def swapped(self, blocks: nn.ModuleList) -> tuple[nn.Module, ...]:
         return tuple(blocks[len(blocks) - self.blocks_to_swap:]) if self.blocks_to_swap else ()
 
-    def __call__(self, blocks: nn.ModuleList) -> Iterator[nn.Module]:
-        """``blocks`` in order, each swapped one on the device while the caller runs it."""
+    def __call__(self, blocks: nn.ModuleList, start: int = 0, stop: int | None = None) -> Iterator[nn.Module]:
+        """``blocks[start:stop]`` in order, each swapped one on the device while the caller runs it."""
+        stop = len(blocks) if stop is None else stop
         first = len(blocks) - self.blocks_to_swap
-        queue = iter(range(first, len(blocks)))
+        queue = iter(range(max(first, start), stop))
         in_flight: dict[int, _Copy] = {}
         # CUDA: one event per released block, set when its compute is done. The CPU runs ahead
         # of the GPU; a released copy is only freed when its compute is, so before copying more
@@ -94,7 +95,8 @@ class BlockSwap:
 
         for _ in range(self.prefetch):
             fetch_next()
-        for i, block in enumerate(blocks):
+        for i in range(start, stop):
+            block = blocks[i]
             if i < first:
                 yield block
                 continue

@@ -25,10 +25,21 @@ shape gets a static graph (the fastest kernels, and a run keeps its size for all
 the first change marks the changed sizes dynamic, after which token counts are free. Marking the
 token dimension dynamic up front would save that one compile for every run at the price of
 dynamic-shape kernels for all; ``dynamic=True`` does that for whoever wants it.
+
+First-step cost. Compiling is mostly Inductor code generation and Triton builds, which torch
+caches on disk (FX graph cache, AOT autograd cache, Triton kernels) under
+``TORCHINDUCTOR_CACHE_DIR`` — by default a temp folder that a reboot or a temp cleaner empties.
+:func:`persistent_compile_cache` moves it under the user's cache folder so a later process
+(another ComfyUI session, the next ``wanrt run``) starts from compiled kernels: only Dynamo's
+tracing is left of the first step.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import torch
 from torch import nn
 
 from ..kernels import Platform, current_platform
@@ -95,3 +106,25 @@ def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown compile mode {mode!r}; choose one of {', '.join(MODES)}")
 
+
+
+def persistent_compile_cache(directory: str | os.PathLike | None = None) -> Path:
+    """Keep torch.compile's on-disk caches across processes and reboots; returns the folder.
+
+    ``directory`` (default: ``$TORCHINDUCTOR_CACHE_DIR`` if set, else
+    ``$XDG_CACHE_HOME/wanrt/torchinductor``, ``~/.cache`` without XDG) becomes Inductor's cache
+    folder (Triton kernels go under it unless ``TRITON_CACHE_DIR`` says otherwise), and the FX
+    graph and AOT autograd caches are switched on (the default in recent torch, not in all).
+    Call before the first compile of the process."""
+    if directory is None:
+        directory = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or (
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            / "wanrt" / "torchinductor")
+    path = Path(directory).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True
+    return path

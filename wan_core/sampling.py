@@ -98,7 +98,8 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
            first_frame: Tensor | None = None, latent: Tensor | None = None,
            denoise: float = 1.0, callback: Callable[[int, int, Tensor], None] | None = None,
            interrupt: Callable[[], None] | None = None,
-           batched_cfg: bool | str = "auto", residency: Residency | None = None) -> Tensor:
+           batched_cfg: bool | str = "auto", residency: Residency | None = None,
+           step_cache=None) -> Tensor:
     """Denoise seeded noise of ``shape = (B, C, F_lat, H_lat, W_lat)`` → final latent (float32,
     on ``context``'s device).
 
@@ -120,6 +121,8 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
     - ``residency``: models are then ``nn.Module`` s it places: each expert is loaded when its
       steps begin (parking the other, A14B) and released at the end; an out-of-memory error
       names the sampling stage (see :mod:`wan_core.residency`).
+    - ``step_cache``: a :class:`~wan_core.step_cache.StepCache`, reset here; it skips the
+      forwards its policy deems predictable and counts them per expert (``"high"``, ``"low"``).
     """
     shape = tuple(shape)
     if len(shape) != 5:
@@ -157,6 +160,8 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
         x[:, :, :1] = first_frame
 
     total, placed = len(schedule), None
+    if step_cache is not None:
+        step_cache.reset()
     with contextlib.ExitStack() as placing:
         if residency is not None:
             placing.enter_context(residency.stage("sampling"))
@@ -176,6 +181,9 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
                 t_model = token_timesteps(t_model, shape)
             if hasattr(expert, "set_sampling_step"):  # per-step settings (attention exclusions)
                 expert.set_sampling_step(i, total)
+            if step_cache is not None:
+                expert = step_cache.bind(expert, expert="high" if high else "low", step=i,
+                                         steps=total, batch=batch)
             v = guide(expert, x, t_model, scale)
             preview = schedule.denoised(v, x) if callback is not None else None
             x = schedule.step(v, x)

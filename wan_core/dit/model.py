@@ -290,7 +290,14 @@ class WanModel(nn.Module):
     Built from a :class:`DiTConfig`; weights come from :func:`wan_core.load_dit` (or
     :func:`init_random_` for tests and benchmarks). Do not ``.to(dtype)`` the whole module: the
     timestep path must stay fp32 (see :func:`keeps_fp32`).
+
+    ``block_hook`` (None: run every block): ``hook(x, e, e0, blocks) -> x`` replaces the block
+    loop, with ``x: [B, L, C]`` the embedded tokens, ``e: [B, S, C]`` / ``e0: [B, 6, S, C]`` the
+    time embedding and its projection, and ``blocks(x, start=0, stop=None)`` running blocks
+    ``start:stop``; step caches (``wan_core.step_cache``) decide there what to run.
     """
+
+    block_hook = None
 
     def __init__(self, config: DiTConfig, *, dtype: torch.dtype = torch.float32,
                  attention_backend: str | AttentionOptions = "auto"):
@@ -382,9 +389,21 @@ class WanModel(nn.Module):
         context = self.text_embedding(context.to(self.dtype))
         context_img = self.img_emb(clip_fea.to(self.dtype)) if self.img_emb is not None else None
         rope = rope_table(grid, self.config.head_dim, x.device)
-        for block in self.blocks if self.block_swap is None else self.block_swap(self.blocks):
-            x = block(x, e0, context, context_img, rope)
+        blocks = functools.partial(self.run_blocks, e0=e0, context=context,
+                                   context_img=context_img, rope=rope)
+        x = blocks(x) if self.block_hook is None else self.block_hook(x, e, e0, blocks)
         return self.unpatchify(self.head(x, e), grid).float()
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None, *, e0,
+                   context, context_img, rope) -> torch.Tensor:
+        """Blocks ``start:stop`` over the residual stream ``x: [B, L, C]`` (through the block
+        swap, when one is set)."""
+        stop = len(self.blocks) if stop is None else stop
+        blocks = (self.blocks[i] for i in range(start, stop)) if self.block_swap is None else \
+            self.block_swap(self.blocks, start, stop)
+        for block in blocks:
+            x = block(x, e0, context, context_img, rope)
+        return x
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """``[B, L, pt*ph*pw*C] -> [B, C, F, H, W]``; per token the outputs are ordered
