@@ -83,7 +83,7 @@ def sampler_inputs(model, conditioning, latent, **changes):
 def test_the_node_set():
     assert sorted(NODE_CLASS_MAPPINGS) == sorted([
         "WanRTLoadDiffusionModel", "WanRTLoadTextEncoder", "WanRTLoadVAE", "WanRTLoadCLIPVision",
-        "WanRTCompile", "WanRTTextEncode", "WanRTEmptyLatentVideo", "WanRTImageToVideo",
+        "WanRTLoadLoRA", "WanRTCompile", "WanRTTextEncode", "WanRTEmptyLatentVideo", "WanRTImageToVideo",
         "WanRTSampler", "WanRTVAEDecode", "WanRTLoadImage", "WanRTSaveVideo"])
     assert wanrt.NODE_CLASS_MAPPINGS is NODE_CLASS_MAPPINGS
     assert set(NODE_DISPLAY_NAME_MAPPINGS) == set(NODE_CLASS_MAPPINGS)
