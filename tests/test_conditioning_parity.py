@@ -24,14 +24,16 @@ import types
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from reference import official_module
 from safetensors.torch import load_file, save_file
 
 from wanrt.wan_core import load_clip_vision, load_vae
 from wanrt.wan_core.conditioning import first_frame_latent, image_to_video_condition
-from wanrt.wan_core.sampling import token_timesteps
+from wanrt.wan_core.sampling import sample, token_timesteps
 from wanrt.wan_core.tiny import clip_vision as tiny_clip
 from wanrt.wan_core.vae.config import LATENT_MEAN, LATENT_STD
 
@@ -94,16 +96,23 @@ def test_ti2v_latent_maps_onto_our_first_frame_and_token_timesteps(comfy_conditi
 
 # --- the official CLIP code on the official .pth ------------------------------------------------
 
-def official_clip_module():
-    """``wan/modules/animate/clip.py``; it imports torchvision.transforms for preprocessing
-    helpers this test does not call, so a bare placeholder stands in while it loads."""
-    official_module("modules/tokenizers")  # transformers first, so it never sees the placeholder
+def official_with_torchvision_placeholder(relpath):
+    """``wan/<relpath>.py`` of the official code. The CLIP and pipeline modules import
+    ``torchvision.transforms`` (CPU torch has no torchvision here): a placeholder stands in while
+    they load, its one function used here ``to_tensor`` (its definition: uint8 HWC -> float CHW
+    / 255). transformers and diffusers are imported first, so they never see it."""
+    functional = types.ModuleType("torchvision.transforms.functional")
+    functional.to_tensor = lambda img: torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
     placeholder = types.ModuleType("torchvision")
     placeholder.transforms = types.ModuleType("torchvision.transforms")
-    saved = {name: sys.modules.get(name) for name in ("torchvision", "torchvision.transforms")}
-    sys.modules.update({"torchvision": placeholder, "torchvision.transforms": placeholder.transforms})
+    placeholder.transforms.functional = functional
+    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+    official_module("modules/tokenizers")
+    official_module("modules/model")
+    saved = {name: sys.modules.get(name) for name in names}
+    sys.modules.update(zip(names, (placeholder, placeholder.transforms, functional)))
     try:
-        return official_module("modules/animate/clip")
+        return official_module(relpath)
     finally:
         for name, module in saved.items():
             if module is None:
@@ -117,7 +126,7 @@ def test_official_clip_code_loads_the_official_pth_and_gives_our_features(tmp_pa
     built by the official ``VisionTransformer`` (ViT-H's settings: token pool, pre-norm, gelu) and
     run through the official ``CLIPModel.visual`` (frames in [-1, 1], bicubic to 224 here 28,
     CLIP normalisation, ``use_31_block``) equals ``load_clip_vision(pth).encode`` within 1e-5."""
-    clip = official_clip_module()
+    clip = official_with_torchvision_placeholder("modules/animate/clip")
     tiny_clip.write(tmp_path, seed=0)
     pth = tmp_path / "official" / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
     cfg = tiny_clip.CONFIG
@@ -143,3 +152,109 @@ def test_official_clip_code_loads_the_official_pth_and_gives_our_features(tmp_pa
     ours = load_clip_vision(pth, device="cpu").encode(images)
     assert theirs.shape == ours.shape == (2, 5, cfg.dim)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+# --- the official wan22 pipelines: conditioning, first-frame re-imposition, expert switch --------
+
+class Recorder(torch.nn.Module):
+    """A stand-in DiT, ``v = a·x − 0.1 + mean(context) + 0.05·mean(y)`` (y: the I2V
+    conditioning), that records what it is given; ``official=True`` takes the official
+    list-of-samples call."""
+
+    def __init__(self, a, official):
+        super().__init__()
+        self.a, self.official, self.calls = a, official, []
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # the official code asks its device
+
+    def forward(self, x, t, context=None, clip_fea=None, y=None, seq_len=None):
+        if self.official:
+            x, context = x[0][None], context[0][None]
+            y = y[0][None] if y is not None else None
+        self.calls.append({"x": x.clone(), "t": t.clone(), "y": y})
+        v = self.a * x - 0.1 + context.mean((1, 2)).view(-1, 1, 1, 1, 1)
+        if y is not None:
+            v = v + 0.05 * y.mean(1, keepdim=True)
+        return [v[0]] if self.official else v
+
+
+class OfficialVAE:
+    """Our VAE behind the official wrapper's interface (lists of ``[C, T, H, W]``)."""
+
+    def __init__(self, vae):
+        self.vae, self.model, self.decoded = vae, types.SimpleNamespace(z_dim=vae.z_dim), None
+
+    def encode(self, videos):
+        return [self.vae.encode(v[None])[0] for v in videos]
+
+    def decode(self, latents):
+        self.decoded = latents[0]
+        return latents
+
+
+def official_pipeline(cls, vae, **attrs):
+    """An official pipeline object without its ``__init__`` (which loads full-size models)."""
+    pipe = cls.__new__(cls)
+    contexts = {prompt: torch.randn(6, 64, generator=torch.Generator().manual_seed(seed))
+                for seed, prompt in enumerate(("a fox", "blurry"))}
+    pipe.__dict__.update(device=torch.device("cpu"), patch_size=(1, 2, 2), sp_size=1, rank=0,
+                         vae=OfficialVAE(vae), t5_cpu=True, num_train_timesteps=1000,
+                         text_encoder=lambda prompts, device: [contexts[prompts[0]]],
+                         sample_neg_prompt="blurry", param_dtype=torch.float32,
+                         init_on_cpu=False, **attrs)
+    return pipe, contexts["a fox"][None], contexts["blurry"][None]
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # its autocast("cuda") on CPU
+@pytest.mark.parametrize("task", ["ti2v", "i2v_a14b"])
+def test_official_pipeline_conditions_and_samples_like_ours(tiny_models, task):
+    """The official ``WanTI2V.i2v`` / ``WanI2V.generate`` (2 / 4 UniPC steps, shift 5, guidance
+    5, stand-in DiTs) against ``sampling.sample`` with our conditioning: the same ``y``, per-token
+    timesteps (TI2V: 0 on the clean first frame), expert per step (A14B: boundary 0.9) and final
+    latent with the first frame re-imposed; within 1e-5 (the VAE encode, same weights)."""
+    image = (torch.rand(HEIGHT, WIDTH, 3, generator=torch.Generator().manual_seed(1)) * 255).byte()
+    start = image.permute(2, 0, 1)[None].float() / 255
+    pil = Image.fromarray(image.numpy())
+    if task == "ti2v":
+        vae = load_vae(tiny_models / "vae" / "wan2.2_vae.safetensors", dtype=torch.float32,
+                       device="cpu")
+        module = official_with_torchvision_placeholder("textimage2video")
+        official, context, negative = official_pipeline(module.WanTI2V, vae, vae_stride=(4, 16, 16),
+                                              model=Recorder(0.3, official=True))
+        experts = [official.model]
+        official.i2v("a fox", pil, max_area=HEIGHT * WIDTH, frame_num=LENGTH, shift=5.0,
+                     sampling_steps=2, guide_scale=5.0, seed=7, offload_model=False)
+        condition = {"first_frame": first_frame_latent(vae, start, height=HEIGHT, width=WIDTH)}
+        models, steps = {"model": Recorder(0.3, official=False)}, 2
+    else:
+        vae = load_vae(tiny_models / "vae" / "wan_2.1_vae.safetensors", dtype=torch.float32,
+                       device="cpu")
+        module = official_with_torchvision_placeholder("image2video")
+        official, context, negative = official_pipeline(
+            module.WanI2V, vae, vae_stride=(4, 8, 8), boundary=0.9,
+            lightning=False,  # upstream's guided path; this PyPI build's default skips guidance
+            high_noise_model=Recorder(0.3, official=True),
+            low_noise_model=Recorder(-0.2, official=True))
+        experts = [official.high_noise_model, official.low_noise_model]
+        official.generate("a fox", pil, max_area=HEIGHT * WIDTH,
+                          frame_num=LENGTH, shift=5.0, sampling_steps=4, guide_scale=(5.0, 5.0),
+                          seed=7, offload_model=False)
+        condition = {"y": image_to_video_condition(vae, start, frames=LENGTH, height=HEIGHT,
+                                                   width=WIDTH)}
+        models = {"model": Recorder(0.3, official=False),
+                  "low_noise_model": Recorder(-0.2, official=False), "boundary": 0.9}
+        steps = 4
+    z = vae.z_dim
+    s = vae.spatial_compression
+    ours = sample(shape=(1, z, 3, HEIGHT // s, WIDTH // s), context=context,
+                  negative_context=negative, seed=7, steps=steps, cfg=5.0, shift=5.0,
+                  sampler="unipc", batched_cfg=False, **models, **condition)
+
+    mine = [models["model"]] + ([models["low_noise_model"]] if "low_noise_model" in models else [])
+    for theirs, ours_expert in zip(experts, mine):
+        assert len(theirs.calls) == len(ours_expert.calls) > 0  # the same steps on each expert
+        for a, b in zip(theirs.calls, ours_expert.calls):
+            torch.testing.assert_close(b["x"], a["x"], rtol=1e-5, atol=1e-5)
+            assert torch.equal(b["t"].flatten(), a["t"].flatten())
+            if a["y"] is not None:
+                torch.testing.assert_close(b["y"], a["y"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours[0], official.vae.decoded, rtol=1e-5, atol=1e-5)
