@@ -79,11 +79,12 @@ class _Delta:
     down: torch.Tensor | None = None
     scale: float = 1.0
 
-    def full(self) -> torch.Tensor:
-        """The delta as a dense fp32 tensor (the parameter's shape)."""
+    def full(self, device: torch.device) -> torch.Tensor:
+        """The delta as a dense fp32 tensor on ``device`` (the parameter's shape)."""
         if self.diff is not None:
-            return self.diff.float()
-        return self.scale * torch.mm(self.up.float().flatten(1), self.down.float().flatten(1))
+            return self.diff.to(device, torch.float32)
+        up, down = (m.to(device, torch.float32).flatten(1) for m in (self.up, self.down))
+        return self.scale * torch.mm(up, down)
 
 
 def apply_lora(dit: WanModel, lora: LoRA | str | os.PathLike, strength: float = 1.0, *,
@@ -200,7 +201,7 @@ def _merge(module: nn.Module, attr: str, patches, strength: float) -> None:
               else param.to(torch.float32, copy=True))
     for delta, rows in patches:
         target = weight if rows is None else weight[rows]
-        target += strength * delta.full().to(weight.device).reshape(target.shape)
+        target += strength * delta.full(weight.device).reshape(target.shape)
     if fp8:
         weight, module.weight_scale = _quantise(weight, param.dtype)
     setattr(module, attr, nn.Parameter(weight.to(param.dtype), requires_grad=False))
