@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-import itertools
-
-import torch
-
 from ..wan_core import runtime
 from ..wan_core.attention import BACKENDS
 from ..wan_core.compile import MODES, compile_summary, persistent_compile_cache
+from ..wan_core.dit.model import weight_sharing_copy
 from . import base
 
 INDUCTOR_MODES = {"default": None, "reduce-overhead": "reduce-overhead",
                   "max-autotune": "max-autotune",
                   "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs"}
 DYNAMIC = {"auto": None, "true": True, "false": False}
-
-
-def weight_sharing_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model``'s module tree that shares every tensor with it. ``runtime.apply``
-    works in place; applying to the copy leaves the loader's (cached) model as it was."""
-    tensors = itertools.chain(model.parameters(), model.buffers(),
-                              (v for m in model.modules() for v in vars(m).values()
-                               if isinstance(v, torch.Tensor)))
-    return copy.deepcopy(model, {id(t): t for t in tensors})
 
 
 class WanRTCompile:

@@ -15,7 +15,9 @@ q/k/v, cross-attention k/v) into one GEMM each.
 
 from __future__ import annotations
 
+import copy
 import functools
+import itertools
 import math
 
 import torch
@@ -66,6 +68,42 @@ class Linear(nn.Linear):
         return F.linear(x, w, self.bias)
 
 
+class LoRALinear(Linear):
+    """A :class:`Linear` plus a low-rank path kept apart from its (possibly fp8) weight:
+    ``linear(x) + (x @ lora_down.T) @ lora_up.T``; ``lora_down: [R, in]``, ``lora_up: [out, R]``
+    (the LoRAs' strength and scale folded in), in the compute dtype. Several LoRAs stack along R.
+    Built by ``wan_core.lora.apply_lora(..., mode="runtime")``."""
+
+    lora_down: torch.Tensor
+    lora_up: torch.Tensor
+
+    @classmethod
+    def wrap(cls, linear: Linear, down: torch.Tensor, up: torch.Tensor) -> LoRALinear:
+        """A LoRALinear sharing ``linear``'s weight, bias and scale, its low-rank path
+        ``down``/``up`` appended to the one ``linear`` already has."""
+        if isinstance(linear, LoRALinear):
+            down, up = torch.cat([linear.lora_down, down]), torch.cat([linear.lora_up, up], 1)
+        with torch.device("meta"):
+            new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        new.weight, new.bias, new.weight_scale = linear.weight, linear.bias, linear.weight_scale
+        new.register_buffer("lora_down", down)
+        new.register_buffer("lora_up", up)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + F.linear(F.linear(x, self.lora_down), self.lora_up)
+
+
+def weight_sharing_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s module tree that shares every tensor with it (parameters, buffers,
+    tensor attributes such as fp8 ``weight_scale``): modules of the copy can be changed or
+    replaced without touching ``model``."""
+    tensors = itertools.chain(model.parameters(), model.buffers(),
+                              (v for m in model.modules() for v in vars(m).values()
+                               if isinstance(v, torch.Tensor)))
+    return copy.deepcopy(model, {id(t): t for t in tensors})
+
+
 def row_scale(linear: Linear) -> torch.Tensor:
     """The fp8 ``weight_scale`` of ``linear`` as one fp32 factor per output row ``[out]``."""
     rows = linear.weight.shape[0]
@@ -78,10 +116,11 @@ def row_scale(linear: Linear) -> torch.Tensor:
 def fuse_linears(linears: list[Linear]) -> Linear | None:
     """One Linear computing ``cat([l(x) for l in linears], -1)``: weights (and biases, fp8
     scales as per-row scales) stacked by rows. None where the weights differ in dtype, device or
-    input width, or only some have a bias."""
+    input width, or only some have a bias, or any carries a runtime LoRA."""
     weights = [linear.weight for linear in linears]
     if (len({(w.dtype, w.device, w.shape[1]) for w in weights}) > 1
-            or len({linear.bias is None for linear in linears}) > 1):
+            or len({linear.bias is None for linear in linears}) > 1
+            or any(isinstance(linear, LoRALinear) for linear in linears)):
         return None
     with torch.device("meta"):
         fused = Linear(weights[0].shape[1], sum(w.shape[0] for w in weights),

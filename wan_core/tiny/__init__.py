@@ -1,7 +1,8 @@
 """Tiny random checkpoints in every real layout, laid out as a ComfyUI models folder.
 
 ``make_tiny(outdir)`` writes ``diffusion_models/``, ``text_encoders/``, ``vae/``, ``clip_vision/``
-with the file names users have for the real models, plus ``official/`` and ``diffusers/`` folders.
+and ``loras/`` with the file names users have for the real models, plus ``official/`` and
+``diffusers/`` folders.
 Each component's writer lives in its own module here.
 """
 
@@ -11,7 +12,7 @@ import importlib
 from pathlib import Path
 
 # One module per component; each exposes ``write(outdir: Path, seed: int) -> list[Path]``.
-WRITERS = ("dit", "vae", "text_encoder", "clip_vision")
+WRITERS = ("dit", "vae", "text_encoder", "clip_vision", "lora")
 
 
 def make_tiny(outdir, *, seed: int = 0) -> list[Path]:
