@@ -121,6 +121,16 @@ def _subgraph_definitions(container: dict, found: dict[str, dict]) -> dict[str, 
     return found
 
 
+def _expand_dynamic(specs, value_of):
+    """``specs`` with each dynamic combo followed by the widgets of its chosen option."""
+    for spec in specs:
+        yield spec
+        if spec.is_dynamic_combo:
+            chosen = value_of(spec.name)
+            yield from _expand_dynamic([s for s in spec.option_inputs(spec.default if chosen is None else chosen)
+                                        if s.has_widget], value_of)
+
+
 def _wrap(value):
     """API prompts reserve bare lists for links; list values travel as ``{"__value__": [...]}``."""
     return {"__value__": value} if isinstance(value, list) else value
@@ -167,20 +177,26 @@ class _Converter:
         values = node.get("widgets_values")
         named = values if isinstance(values, dict) else node.get("widgets_values_named")
         if isinstance(named, dict):
-            taken = {spec.name: named[spec.name] for spec in specs if spec.name in named}
+            taken = {spec.name: named[spec.name] for spec in _expand_dynamic(specs, named.get)
+                     if spec.name in named}
         else:
             values, taken, i = values or [], {}, 0
-            for spec in specs:
+            pending = list(specs)
+            while pending:  # a dynamic combo's chosen option inserts its widgets after it
+                spec = pending.pop(0)
                 if i < len(values):
                     taken[spec.name] = values[i]
                 i += 1 + spec.helper_values
+                if spec.is_dynamic_combo:
+                    pending[:0] = [s for s in spec.option_inputs(taken.get(spec.name, spec.default))
+                                   if s.has_widget]
             if len(values) > i:
                 raise PromptError(error(
                     "invalid_prompt", "Too many widget values",
                     f"node {node_id} ({node['type']}) saved {len(values)} widget values {values}, but its "
                     f"widgets {[s.name for s in specs]} (with their control/upload helpers) take {i}",
                     node_id=node_id, class_type=node["type"]))
-        for spec in specs:  # an older save lacks newer widgets: the frontend would show defaults
+        for spec in _expand_dynamic(specs, taken.get):  # an older save lacks newer widgets: defaults
             if spec.name not in taken and spec.default is not None:
                 taken[spec.name] = spec.default
         return {name: _wrap(value) for name, value in taken.items()}

@@ -56,7 +56,7 @@ class Executor:
     """Converts, validates and executes prompts; keep one per process to reuse loaded models.
 
     ``host``: where nodes find models and write files (default: ``host.current()``).
-    ``node_classes``: class_type -> node class (default: the package's NODE_CLASS_MAPPINGS, read
+    ``node_classes``: class_type -> node class (default: ``nodes.runner_node_classes()``, read
     at each call so nodes registered later are seen). ``cache=False`` runs every node every time.
     """
 
@@ -72,7 +72,7 @@ class Executor:
 
     @property
     def node_classes(self) -> Mapping[str, type]:
-        return self._node_classes if self._node_classes is not None else nodes.NODE_CLASS_MAPPINGS
+        return self._node_classes if self._node_classes is not None else nodes.runner_node_classes()
 
     def prepare(self, workflow: Mapping, overrides: Mapping[str, object] | None = None) -> dict:
         """The API prompt of a UI or API workflow, with ``{"NODE_ID.input": value}`` overrides."""
