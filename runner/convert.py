@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from .errors import PromptError, error
-from .nodedefs import node_inputs, types_match
+from .nodedefs import WIDGET_TYPES, node_inputs, types_match
 
 VIRTUAL_NODES = frozenset({"Note", "MarkdownNote", "PrimitiveNode", "Reroute"})
 MUTED, BYPASS = 2, 4  # litegraph node modes (0 = always)
@@ -259,20 +259,19 @@ class _Converter:
 
     def _resolve_subgraph_input(self, scope: _Scope, slot: int) -> list | _Value | None:
         """Follow the instance's outer link; unlinked, use the instance's promoted widget value
-        (``widgets_values`` in order of its widget inputs), else the inner widget keeps its value."""
-        instance_inputs = scope.instance.get("inputs") or []
-        name = scope.definition["inputs"][slot].get("name")
-        outer = next((i for i in instance_inputs if i.get("name") == name), None)
-        if outer is None and slot < len(instance_inputs):
-            outer = instance_inputs[slot]
-        if outer is None:
-            return None
-        if outer.get("link") is not None:
-            return self._resolve_link(scope.parent, outer["link"])
-        if outer.get("widget"):
-            position = next(k for k, inp in enumerate(i for i in instance_inputs if i.get("widget"))
-                            if inp is outer)
-            values = scope.instance.get("widgets_values") or []
-            if position < len(values):
-                return _Value(values[position])
+        (``widgets_values`` holds one per widget-typed input of the definition, in order, even
+        when the saved instance dropped its unlinked widget sockets), else the inner widget keeps
+        its value."""
+        definition_inputs = scope.definition["inputs"]
+        name = definition_inputs[slot].get("name")
+        outer = {i.get("name"): i for i in scope.instance.get("inputs") or []}
+        if name in outer and outer[name].get("link") is not None:
+            return self._resolve_link(scope.parent, outer[name]["link"])
+        # widget inputs: a saved widget socket, or a widget-typed input whose socket was dropped
+        widgets = [i.get("name") for i in definition_inputs
+                   if (bool(outer[i.get("name")].get("widget")) if i.get("name") in outer
+                       else i.get("type") in WIDGET_TYPES)]
+        values = scope.instance.get("widgets_values") or []
+        if name in widgets and widgets.index(name) < len(values):
+            return _Value(values[widgets.index(name)])
         return None

@@ -9,7 +9,8 @@ WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 SEED_NAMES = ("seed", "noise_seed")  # INT widgets that get control_after_generate implicitly
 # ComfyUI V3 sockets: a combo whose chosen option brings its own inputs (named "<combo>.<input>"
 # in API prompts), and a socket taking whatever type is connected to it.
-DYNAMIC_COMBO, MATCH_TYPE = "COMFY_DYNAMICCOMBO_V3", "COMFY_MATCHTYPE_V3"
+# An autogrow input is a family of sockets "<name>.a", "<name>.b", ...: never missing as a whole.
+DYNAMIC_COMBO, MATCH_TYPE, AUTOGROW = "COMFY_DYNAMICCOMBO_V3", "COMFY_MATCHTYPE_V3", "COMFY_AUTOGROW_V3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,7 @@ def node_inputs(cls) -> dict[str, InputSpec]:
     for section in ("required", "optional"):
         for name, spec in (types.get(section) or {}).items():
             options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            specs[name] = InputSpec(name, spec[0], options, section == "required")
+            specs[name] = InputSpec(name, spec[0], options, section == "required" and spec[0] != AUTOGROW)
     return specs
 
 
