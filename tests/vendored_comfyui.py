@@ -26,7 +26,9 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAPSHOT = ROOT.parent / "shared" / "vendor" / "ComfyUI-0.33.0-783545f6.tar.xz"
+# ../shared beside the checkout; a checkout elsewhere (a git worktree) names it in the environment
+SNAPSHOT = Path(os.environ.get("WANRT_COMFYUI_SNAPSHOT")
+                or ROOT.parent / "shared" / "vendor" / "ComfyUI-0.33.0-783545f6.tar.xz")
 LAUNCH = Path(__file__).resolve().parent / "comfyui_shims" / "launch.py"
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "clip_vision", "loras")
 PACK_NAME = "ComfyUI-WanRT"  # the folder name a `git clone` into custom_nodes/ gives

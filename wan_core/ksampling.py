@@ -325,8 +325,8 @@ def _vp_lambda(sigma: Tensor) -> Tensor:
 def sample_uni_pc(denoise, x, sigmas, seed=None, callback=None, variant="bh1"):
     """UniPC multistep (order ≤ 3, data prediction, lower order at the end) as ComfyUI runs it:
     σ mapped to a VP schedule with ``α = 1/√(σ² + 1)``, the final σ 0 taken as 0.001."""
-    timesteps = sigmas.clone()
-    if sigmas[-1] == 0:
+    timesteps = sigmas
+    if sigmas[-1] == 0:  # in place, as ComfyUI: the caller's final σ reads 0.001 afterwards too
         timesteps[-1] = 0.001
     x = x / torch.sqrt(1.0 + timesteps[0] ** 2.0)
 
@@ -446,7 +446,7 @@ def ksample(denoise: Denoiser, sampling: FlowSampling, latent: Tensor, noise: Te
             return latent
     if sigmas.shape[-1] == 0:
         return latent
-    sigmas = sigmas.to(latent.device)
+    sigmas = sigmas.to(latent.device, copy=True)
     x = sampling.noise_scaling(sigmas[0], noise.to(latent.device), latent)
     x = run_sampler(sampler, denoise, x, sigmas, sampling=sampling, seed=seed, callback=callback)
     return sampling.inverse_noise_scaling(sigmas[-1], x).float()
