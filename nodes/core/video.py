@@ -13,18 +13,23 @@ from ..files import WanRTLoadImage, input_images
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # ComfyUI's V3 combo whose options bring their own inputs
 CONTAINERS = {"auto": ["auto", "h264", "av1"], "mp4": ["auto", "h264", "av1"],
               "mkv": ["auto", "h264", "av1"], "webm": ["auto", "av1"]}
-ENCODING = (DYNAMIC_COMBO, {"display_name": "encoding mode", "options": [
-    {"key": "auto", "inputs": {"required": {}}},
-    {"key": "re-encode", "inputs": {"required": {
-        "crf": ("FLOAT", {"default": 23.0, "min": 0.0, "max": 51.0, "step": 1.0}),
-        "color_space": ("COMBO", {"display_name": "color space", "default": "auto", "multiselect": False,
-                                  "options": ["auto", "sRGB", "HDR", "HDR PQ"]})}}}]})
+CRF = {"h264": (23.0, 51.0), "av1": (30.0, 63.0)}  # codec -> (default, max)
+
+
+def encoding_input(codec: str) -> tuple:
+    default, top = CRF[codec]
+    return (DYNAMIC_COMBO, {"display_name": "encoding mode", "options": [
+        {"key": "auto", "inputs": {"required": {}}},
+        {"key": "re-encode", "inputs": {"required": {
+            "crf": ("FLOAT", {"default": default, "min": 0.0, "max": top, "step": 1.0}),
+            "color_space": ("COMBO", {"display_name": "color space", "default": "auto", "multiselect": False,
+                                      "options": ["auto", "sRGB", "HDR", "HDR PQ"]})}}}]})
 
 
 def codec_input(codecs: list[str], **options) -> tuple:
     return (DYNAMIC_COMBO, {**options, "options": [
         {"key": codec, "inputs": {"required": {}} if codec == "auto" else
-         {"required": {}, "optional": {"encoding": ENCODING}}} for codec in codecs]})
+         {"required": {}, "optional": {"encoding": encoding_input(codec)}}} for codec in codecs]})
 
 
 @dataclasses.dataclass(frozen=True)
