@@ -1,0 +1,18 @@
+"""``WanRTAccelerate`` (MODEL → MODEL) as its definition is agreed, for the ComfyUI-native example
+workflows while the node itself is built on another branch: the tests use the real node once it
+is registered, and this pass-through stand-in until then."""
+
+
+class ACCELERATE:
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "accelerate"
+    CATEGORY = "WanRT"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",),
+                             "compile": (["off", "blocks", "full"], {"default": "blocks"}),
+                             "attention": (["auto", "sdpa", "cudnn", "flash", "efficient"], {"default": "auto"})}}
+
+    def accelerate(self, model, compile, attention):
+        return (model,)
