@@ -81,3 +81,17 @@ def test_math_expression_evaluates_the_templates_duration_formula():
     assert evaluate("floor(a * b) + 1", {"a": 5.0, "b": 16.0}) == 81
     with pytest.raises(ValueError, match="not supported"):
         evaluate("__import__('os')", {})
+
+
+def test_sizes_a_wan_model_cannot_take_are_rejected_at_validation(tiny_models, tmp_path):
+    from wanrt.nodes import host as hosts
+    from wanrt.runner import Executor, PromptError
+    from test_core_templates import TEMPLATES, template
+
+    executor = Executor(hosts.HeadlessHost.from_paths(tiny_models, output_dir=tmp_path))
+    overrides = {**TEMPLATES["text_to_video_wan"][0], "40.width": 72}
+    with pytest.raises(PromptError, match="width=72: a Wan model needs a multiple of 16"):
+        executor.run(template("text_to_video_wan"), overrides)
+    overrides = {**TEMPLATES["video_wan2_2_5B_ti2v"][0], "55.height": 48}
+    with pytest.raises(PromptError, match="height=48: a Wan model needs a multiple of 32"):
+        executor.run(template("video_wan2_2_5B_ti2v"), overrides)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...wan_core.conditioning import fit_image
-from .latents import LENGTH, SIZE, BATCH
+from .latents import BATCH, LENGTH, SIZE, validate_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +100,10 @@ class WanImageToVideo:
                              "width": SIZE(832), "height": SIZE(480), "length": LENGTH(81), "batch_size": BATCH},
                 "optional": {"clip_vision_output": ("CLIP_VISION_OUTPUT",), "start_image": ("IMAGE",)}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height):
+        return validate_size(width, height)
+
     def execute(self, positive, negative, vae, width, height, length, batch_size, start_image=None,
                 clip_vision_output=None):
         latent = torch.zeros([batch_size, 16, (length - 1) // 4 + 1, height // 8, width // 8])
@@ -130,6 +134,10 @@ class WanFirstLastFrameToVideo:
                 "optional": {"clip_vision_start_image": ("CLIP_VISION_OUTPUT",),
                              "clip_vision_end_image": ("CLIP_VISION_OUTPUT",),
                              "start_image": ("IMAGE",), "end_image": ("IMAGE",)}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height):
+        return validate_size(width, height)
 
     def execute(self, positive, negative, vae, width, height, length, batch_size, start_image=None,
                 end_image=None, clip_vision_start_image=None, clip_vision_end_image=None):

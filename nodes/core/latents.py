@@ -20,6 +20,22 @@ def LENGTH(default: int) -> tuple:  # noqa: N802
 BATCH = ("INT", {"default": 1, "min": 1, "max": 4096})
 
 
+def validate_size(width, height, multiple: int = 16) -> bool | str:
+    """``VALIDATE_INPUTS`` of the latent nodes: ComfyUI's range (naming the inputs replaces its
+    own check) and what a Wan DiT takes, ``multiple`` = VAE downscale × the 2×2 patch (16; 32 for
+    the Wan 2.2 VAE). ComfyUI would pad other sizes; WanRT rejects them before any work.
+    Linked values arrive as None and are checked by the sampler."""
+    for name, value in (("width", width), ("height", height)):
+        if value is None:
+            continue
+        if not multiple <= value <= MAX_RESOLUTION:
+            return f"{name}={value} is outside {multiple}..{MAX_RESOLUTION}"
+        if value % multiple:
+            return (f"{name}={value}: a Wan model needs a multiple of {multiple} (the VAE's "
+                    f"{multiple // 2}x downscale times the DiT's 2x2 patches)")
+    return True
+
+
 class EmptyHunyuanLatentVideo:
     DESCRIPTION = "An empty video latent, 16 channels, 8× smaller, (length − 1) / 4 + 1 frames."
     CATEGORY = "model/latent/hunyuan video"
@@ -29,6 +45,10 @@ class EmptyHunyuanLatentVideo:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"width": SIZE(848), "height": SIZE(480), "length": LENGTH(25), "batch_size": BATCH}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height):
+        return validate_size(width, height)
 
     def execute(self, width, height, length, batch_size):
         latent = torch.zeros([batch_size, 16, (length - 1) // 4 + 1, height // 8, width // 8])
@@ -46,6 +66,10 @@ class Wan22ImageToVideoLatent:
         return {"required": {"vae": ("VAE",), "width": SIZE(1280, 32), "height": SIZE(704, 32),
                              "length": LENGTH(49), "batch_size": BATCH},
                 "optional": {"start_image": ("IMAGE",)}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height):
+        return validate_size(width, height, 32)
 
     def execute(self, vae, width, height, length, batch_size, start_image=None):
         from .conditioning import encode_video, resize_center

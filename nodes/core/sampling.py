@@ -127,6 +127,9 @@ def common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, 
         scale = ratio / SPATIAL_DOWNSCALE[model.latent_channels] if ratio is not None else 1
         samples = torch.zeros(*samples.shape[:1], model.latent_channels, samples.shape[2],
                               round(samples.shape[3] * scale), round(samples.shape[4] * scale))
+    if samples.shape[-1] % PATCH_HW or samples.shape[-2] % PATCH_HW:
+        raise ValueError(f"the latent is {samples.shape[-1]}x{samples.shape[-2]}: a Wan DiT needs both even "
+                         f"(width and height multiples of 16, 32 for Wan 2.2 TI2V 5B)")
     noise = torch.zeros_like(samples) if disable_noise else ksampling.prepare_noise(samples, seed)
     sampling = model.sampling()
     sigmas = ksampling.ksampler_sigmas(sampling, scheduler, sampler_name, steps, denoise)
