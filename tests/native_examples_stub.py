@@ -1,6 +1,8 @@
 """``WanRTAccelerate`` (MODEL → MODEL) as its definition is agreed, for the ComfyUI-native example
-workflows while the node itself is built on another branch: the tests use the real node once it
-is registered, and this pass-through stand-in until then."""
+workflows while the node itself is built on another branch: the tests use this stand-in, which
+does in the runner what the node does there (``nodes.core.accelerate``)."""
+
+from wanrt.nodes.core.accelerate import accelerate_core_model
 
 
 class ACCELERATE:
@@ -15,4 +17,4 @@ class ACCELERATE:
                              "attention": (["auto", "sdpa", "cudnn", "flash", "efficient"], {"default": "auto"})}}
 
     def accelerate(self, model, compile, attention):
-        return (model,)
+        return (accelerate_core_model(model, compile, attention),)

@@ -95,3 +95,17 @@ def test_sizes_a_wan_model_cannot_take_are_rejected_at_validation(tiny_models, t
     overrides = {**TEMPLATES["video_wan2_2_5B_ti2v"][0], "55.height": 48}
     with pytest.raises(PromptError, match="height=48: a Wan model needs a multiple of 32"):
         executor.run(template("video_wan2_2_5B_ti2v"), overrides)
+
+
+def test_accelerate_gives_a_new_model_with_the_attention_chosen(tiny_models):
+    from wanrt.nodes import host as hosts
+    from wanrt.nodes.core.accelerate import accelerate_core_model
+    from wanrt.nodes.core.loaders import UNETLoader
+
+    with hosts.activate(hosts.HeadlessHost.from_paths(tiny_models)):
+        (model,) = UNETLoader().load_unet("wan2.1_t2v_1.3B_fp16.safetensors", "default")
+    fast = accelerate_core_model(model, "off", "efficient")
+    backends = lambda dit: {m.backend for m in dit.modules() if hasattr(m, "backend")}  # noqa: E731
+    assert backends(fast.dit) == {"sdpa-efficient"} and backends(model.dit) == {"auto"}
+    assert fast.shift == model.shift
+    assert fast.dit.blocks[0].ffn[0].weight is model.dit.blocks[0].ffn[0].weight  # weights shared

@@ -28,7 +28,7 @@ LATENT, SAMPLER, SECOND_SAMPLER, ACCELERATORS = "8", "9", "21", ("2", "19")
 
 
 def node_classes() -> dict:
-    """The runner's nodes; WanRTAccelerate as a pass-through until its branch is merged."""
+    """The runner's nodes; WanRTAccelerate as the agreed stand-in until its branch is merged."""
     return {"WanRTAccelerate": ACCELERATE, **runner_node_classes()}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .model import process_in, process_out
+from .pixels import encode_video, resize_center
 
 MAX_RESOLUTION = 16384
 
@@ -72,8 +73,6 @@ class Wan22ImageToVideoLatent:
         return validate_size(width, height, 32)
 
     def execute(self, vae, width, height, length, batch_size, start_image=None):
-        from .conditioning import encode_video, resize_center
-
         latent = torch.zeros([1, 48, (length - 1) // 4 + 1, height // 16, width // 16])
         if start_image is None:
             return ({"samples": latent},)

@@ -21,9 +21,6 @@ class CoreModel:
     dit: torch.nn.Module
     shift: float = DEFAULT_SHIFT
 
-    def clone(self) -> CoreModel:
-        return dataclasses.replace(self)
-
     def with_dit(self, dit: torch.nn.Module) -> CoreModel:
         return dataclasses.replace(self, dit=dit)
 
