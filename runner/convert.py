@@ -4,7 +4,9 @@ UI → API (comfyui.md §2.3–2.5): widget values are mapped to input names in 
 skipping the saved control_after_generate / upload helper values; links are followed through
 ``Reroute`` nodes, bypassed nodes (an input of the requested type passes through) and subgraph
 boundaries (inner nodes get ids ``"<instance>:<inner>"``); ``PrimitiveNode`` values are pushed into
-the inputs they feed; notes, muted nodes and bypassed nodes are not emitted.
+the inputs they feed; notes, muted nodes and bypassed nodes are not emitted. A V3 dynamic combo
+(``SaveVideo``'s ``format``) is followed by the widgets of its chosen option, named
+``"format.codec"`` as ComfyUI's API prompts name them.
 """
 
 from __future__ import annotations

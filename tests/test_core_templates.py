@@ -120,3 +120,20 @@ def test_template_runs_in_wanrt_serve(served, tiny_models, tmp_path, name):
     assert entry["status"]["status_str"] == "success", entry["status"]
     (video,) = [item for out in entry["outputs"].values() for item in out.get("images", [])]
     assert read_video(output / video["subfolder"] / video["filename"]).shape == (frames, height, width, 3)
+
+
+@pytest.mark.parametrize("name", list(LORA_TEMPLATES))
+def test_lora_templates_convert_and_validate_but_for_the_missing_lora_files(models, tmp_path, name):
+    """Until make-tiny writes the LoRA files, validation fails on the LoRA loaders alone: the
+    subgraphs, switches, math expression and promoted widget values all convert and check out."""
+    from wanrt.runner import PromptError
+
+    workflow = template(name)
+    write_inputs(workflow, tmp_path / "input")
+    executor = Executor(hosts.HeadlessHost.from_paths(models, input_dir=tmp_path / "input"))
+    prompt = executor.prepare(workflow, LORA_TEMPLATES[name][0])
+    loaders = {node["inputs"]["unet_name"] for node in prompt.values() if node["class_type"] == "UNETLoader"}
+    assert len(loaders) == 2 and all("_14B_" in unet for unet in loaders)  # the promoted values
+    with pytest.raises(PromptError) as rejected:
+        executor.validate(prompt)
+    assert {prompt[i]["class_type"] for i in rejected.value.node_errors} == {"LoraLoaderModelOnly"}
