@@ -64,22 +64,30 @@ def _empty_latent(vae, width, height, length, batch_size) -> torch.Tensor:
     return torch.zeros([batch_size, vae.z_dim, (length - 1) // 4 + 1, height // s, width // s])
 
 
-class WanImageToVideo:
-    DESCRIPTION = "Image-to-video conditioning: the start image video (grey after it) and its mask."
+class _WanToVideo:
+    """What ComfyUI's Wan image-to-video nodes share: conditioning, VAE and size in; the
+    conditioning with the image extras and an empty latent out. ``OPTIONAL`` lists the extras."""
+
     CATEGORY = "model/conditioning/wan"
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
     RETURN_NAMES = ("positive", "negative", "latent")
     FUNCTION = "execute"
+    OPTIONAL: dict
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "vae": ("VAE",),
                              "width": SIZE(832), "height": SIZE(480), "length": LENGTH(81), "batch_size": BATCH},
-                "optional": {"clip_vision_output": ("CLIP_VISION_OUTPUT",), "start_image": ("IMAGE",)}}
+                "optional": dict(cls.OPTIONAL)}
 
     @classmethod
     def VALIDATE_INPUTS(cls, width, height):
         return validate_size(width, height)
+
+
+class WanImageToVideo(_WanToVideo):
+    DESCRIPTION = "Image-to-video conditioning: the start image video (grey after it) and its mask."
+    OPTIONAL = {"clip_vision_output": ("CLIP_VISION_OUTPUT",), "start_image": ("IMAGE",)}
 
     def execute(self, positive, negative, vae, width, height, length, batch_size, start_image=None,
                 clip_vision_output=None):
@@ -97,24 +105,10 @@ class WanImageToVideo:
         return set_values(positive, values), set_values(negative, values), {"samples": latent}
 
 
-class WanFirstLastFrameToVideo:
+class WanFirstLastFrameToVideo(_WanToVideo):
     DESCRIPTION = "First-last-frame conditioning: start and end images, grey between, and their mask."
-    CATEGORY = "model/conditioning/wan"
-    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
-    RETURN_NAMES = ("positive", "negative", "latent")
-    FUNCTION = "execute"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "vae": ("VAE",),
-                             "width": SIZE(832), "height": SIZE(480), "length": LENGTH(81), "batch_size": BATCH},
-                "optional": {"clip_vision_start_image": ("CLIP_VISION_OUTPUT",),
-                             "clip_vision_end_image": ("CLIP_VISION_OUTPUT",),
-                             "start_image": ("IMAGE",), "end_image": ("IMAGE",)}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, width, height):
-        return validate_size(width, height)
+    OPTIONAL = {"clip_vision_start_image": ("CLIP_VISION_OUTPUT",), "clip_vision_end_image": ("CLIP_VISION_OUTPUT",),
+                "start_image": ("IMAGE",), "end_image": ("IMAGE",)}
 
     def execute(self, positive, negative, vae, width, height, length, batch_size, start_image=None,
                 end_image=None, clip_vision_start_image=None, clip_vision_end_image=None):
