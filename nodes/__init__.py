@@ -15,3 +15,18 @@ _MODULES = (loaders, lora, compilation, step_cache, conditioning, latents, sampl
 NODE_CLASS_MAPPINGS: dict[str, type] = {name: cls for m in _MODULES for name, cls in m.NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {name: title for m in _MODULES
                                               for name, title in m.DISPLAY_NAMES.items()}
+
+
+def runner_node_classes() -> dict[str, type]:
+    """What ``wanrt run`` and ``wanrt serve`` run: the pack's nodes and ComfyUI's core Wan nodes
+    (``nodes.core``; inside ComfyUI its own serve, so they are not in NODE_CLASS_MAPPINGS). Read
+    at each call, so nodes registered later are seen."""
+    from .core import CORE_NODE_CLASS_MAPPINGS
+
+    return {**CORE_NODE_CLASS_MAPPINGS, **NODE_CLASS_MAPPINGS}
+
+
+def runner_display_names() -> dict[str, str]:
+    from .core import CORE_NODE_DISPLAY_NAME_MAPPINGS
+
+    return {**CORE_NODE_DISPLAY_NAME_MAPPINGS, **NODE_DISPLAY_NAME_MAPPINGS}

@@ -4,7 +4,9 @@ UI → API (comfyui.md §2.3–2.5): widget values are mapped to input names in 
 skipping the saved control_after_generate / upload helper values; links are followed through
 ``Reroute`` nodes, bypassed nodes (an input of the requested type passes through) and subgraph
 boundaries (inner nodes get ids ``"<instance>:<inner>"``); ``PrimitiveNode`` values are pushed into
-the inputs they feed; notes, muted nodes and bypassed nodes are not emitted.
+the inputs they feed; notes, muted nodes and bypassed nodes are not emitted. A V3 dynamic combo
+(``SaveVideo``'s ``format``) is followed by the widgets of its chosen option, named
+``"format.codec"`` as ComfyUI's API prompts name them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from .errors import PromptError, error
-from .nodedefs import node_inputs, types_match
+from .nodedefs import WIDGET_TYPES, node_inputs, types_match
 
 VIRTUAL_NODES = frozenset({"Note", "MarkdownNote", "PrimitiveNode", "Reroute"})
 MUTED, BYPASS = 2, 4  # litegraph node modes (0 = always)
@@ -121,6 +123,16 @@ def _subgraph_definitions(container: dict, found: dict[str, dict]) -> dict[str, 
     return found
 
 
+def _expand_dynamic(specs, value_of):
+    """``specs`` with each dynamic combo followed by the widgets of its chosen option."""
+    for spec in specs:
+        yield spec
+        if spec.is_dynamic_combo:
+            chosen = value_of(spec.name)
+            yield from _expand_dynamic([s for s in spec.option_inputs(spec.default if chosen is None else chosen)
+                                        if s.has_widget], value_of)
+
+
 def _wrap(value):
     """API prompts reserve bare lists for links; list values travel as ``{"__value__": [...]}``."""
     return {"__value__": value} if isinstance(value, list) else value
@@ -167,20 +179,26 @@ class _Converter:
         values = node.get("widgets_values")
         named = values if isinstance(values, dict) else node.get("widgets_values_named")
         if isinstance(named, dict):
-            taken = {spec.name: named[spec.name] for spec in specs if spec.name in named}
+            taken = {spec.name: named[spec.name] for spec in _expand_dynamic(specs, named.get)
+                     if spec.name in named}
         else:
             values, taken, i = values or [], {}, 0
-            for spec in specs:
+            pending = list(specs)
+            while pending:  # a dynamic combo's chosen option inserts its widgets after it
+                spec = pending.pop(0)
                 if i < len(values):
                     taken[spec.name] = values[i]
                 i += 1 + spec.helper_values
+                if spec.is_dynamic_combo:
+                    pending[:0] = [s for s in spec.option_inputs(taken.get(spec.name, spec.default))
+                                   if s.has_widget]
             if len(values) > i:
                 raise PromptError(error(
                     "invalid_prompt", "Too many widget values",
                     f"node {node_id} ({node['type']}) saved {len(values)} widget values {values}, but its "
                     f"widgets {[s.name for s in specs]} (with their control/upload helpers) take {i}",
                     node_id=node_id, class_type=node["type"]))
-        for spec in specs:  # an older save lacks newer widgets: the frontend would show defaults
+        for spec in _expand_dynamic(specs, taken.get):  # an older save lacks newer widgets: defaults
             if spec.name not in taken and spec.default is not None:
                 taken[spec.name] = spec.default
         return {name: _wrap(value) for name, value in taken.items()}
@@ -243,20 +261,19 @@ class _Converter:
 
     def _resolve_subgraph_input(self, scope: _Scope, slot: int) -> list | _Value | None:
         """Follow the instance's outer link; unlinked, use the instance's promoted widget value
-        (``widgets_values`` in order of its widget inputs), else the inner widget keeps its value."""
-        instance_inputs = scope.instance.get("inputs") or []
-        name = scope.definition["inputs"][slot].get("name")
-        outer = next((i for i in instance_inputs if i.get("name") == name), None)
-        if outer is None and slot < len(instance_inputs):
-            outer = instance_inputs[slot]
-        if outer is None:
-            return None
-        if outer.get("link") is not None:
-            return self._resolve_link(scope.parent, outer["link"])
-        if outer.get("widget"):
-            position = next(k for k, inp in enumerate(i for i in instance_inputs if i.get("widget"))
-                            if inp is outer)
-            values = scope.instance.get("widgets_values") or []
-            if position < len(values):
-                return _Value(values[position])
+        (``widgets_values`` holds one per widget-typed input of the definition, in order, even
+        when the saved instance dropped its unlinked widget sockets), else the inner widget keeps
+        its value."""
+        definition_inputs = scope.definition["inputs"]
+        name = definition_inputs[slot].get("name")
+        outer = {i.get("name"): i for i in scope.instance.get("inputs") or []}
+        if name in outer and outer[name].get("link") is not None:
+            return self._resolve_link(scope.parent, outer[name]["link"])
+        # widget inputs: a saved widget socket, or a widget-typed input whose socket was dropped
+        widgets = [i.get("name") for i in definition_inputs
+                   if (bool(outer[i.get("name")].get("widget")) if i.get("name") in outer
+                       else i.get("type") in WIDGET_TYPES)]
+        values = scope.instance.get("widgets_values") or []
+        if name in widgets and widgets.index(name) < len(values):
+            return _Value(values[widgets.index(name)])
         return None

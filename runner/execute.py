@@ -27,8 +27,8 @@ from .. import nodes
 from ..nodes import host as hosts
 from .convert import apply_overrides, to_api_prompt
 from .errors import PromptError, error
-from .graph import execution_order, is_link
-from .nodedefs import hidden_inputs, return_types
+from .graph import execution_order, is_link, links, node_sort_key
+from .nodedefs import hidden_inputs, node_inputs, return_types
 from .validate import Validation, validate_prompt
 
 EventCallback = Callable[[str, dict], None]
@@ -56,7 +56,7 @@ class Executor:
     """Converts, validates and executes prompts; keep one per process to reuse loaded models.
 
     ``host``: where nodes find models and write files (default: ``host.current()``).
-    ``node_classes``: class_type -> node class (default: the package's NODE_CLASS_MAPPINGS, read
+    ``node_classes``: class_type -> node class (default: ``nodes.runner_node_classes()``, read
     at each call so nodes registered later are seen). ``cache=False`` runs every node every time.
     """
 
@@ -72,7 +72,7 @@ class Executor:
 
     @property
     def node_classes(self) -> Mapping[str, type]:
-        return self._node_classes if self._node_classes is not None else nodes.NODE_CLASS_MAPPINGS
+        return self._node_classes if self._node_classes is not None else nodes.runner_node_classes()
 
     def prepare(self, workflow: Mapping, overrides: Mapping[str, object] | None = None) -> dict:
         """The API prompt of a UI or API workflow, with ``{"NODE_ID.input": value}`` overrides."""
@@ -115,7 +115,7 @@ class Executor:
             "progress", {"value": value, "max": total, "prompt_id": result.prompt_id, "node": self._running})
         self._emit("execution_start", {"prompt_id": result.prompt_id, "timestamp": _now_ms()})
         try:
-            self._run_nodes(prompt, order, values, result, extra_data or {})
+            self._run_nodes(prompt, order, validation.outputs, values, result, extra_data or {})
             self._emit("execution_success", {"prompt_id": result.prompt_id, "timestamp": _now_ms()})
         except BaseException as e:
             if not isinstance(e, Exception) and not self.host.is_interrupt(e):
@@ -126,8 +126,8 @@ class Executor:
         self._emit("executing", {"node": None, "prompt_id": result.prompt_id})
         return result
 
-    def _run_nodes(self, prompt: dict, order: list[str], values: dict[str, tuple], result: RunResult,
-                   extra_data: dict) -> None:
+    def _run_nodes(self, prompt: dict, order: list[str], outputs: list[str], values: dict[str, tuple],
+                   result: RunResult, extra_data: dict) -> None:
         import torch
 
         with hosts.activate(self.host), torch.inference_mode():
@@ -142,24 +142,50 @@ class Executor:
             result.cached = [n for n in order if keys[n] in self._cache]
             self._emit("execution_cached", {"nodes": result.cached, "prompt_id": result.prompt_id,
                                             "timestamp": _now_ms()})
-            for node_id in order:
-                if node_id in result.cached:
-                    values[node_id], ui = self._cache[keys[node_id]]
-                else:
-                    self._running = node_id
-                    self.host.throw_if_interrupted()
-                    self._emit("executing", {"node": node_id, "display_node": node_id,
-                                             "prompt_id": result.prompt_id})
-                    start = time.perf_counter()
-                    values[node_id], ui = self._call(prompt, node_id, values, extra_data)
-                    result.timings[node_id] = time.perf_counter() - start
-                    if self.cache_enabled:
-                        self._cache[keys[node_id]] = (values[node_id], ui)
-                if ui is not None:
-                    result.outputs[node_id] = ui
-                    result.files += self._files(ui)
-                    self._emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                            "prompt_id": result.prompt_id})
+            for output in sorted(outputs, key=node_sort_key):
+                self._evaluate(prompt, output, keys, values, result, extra_data)
+
+    def _evaluate(self, prompt: dict, node_id: str, keys: dict, values: dict[str, tuple],
+                  result: RunResult, extra_data: dict) -> None:
+        """Run ``node_id`` after what it needs, depth-first in node-id order (the order of
+        ``execution_order``). A lazy input (``{"lazy": True}``) is evaluated only when the node's
+        ``check_lazy_status`` asks for it, as ComfyUI does (e.g. the If/Else switch's unused branch
+        never runs); unevaluated lazy inputs reach the node as None."""
+        if node_id in values:
+            return
+        node = prompt[node_id]
+        cls = self.node_classes[node["class_type"]]
+        lazy = {name for name, spec in node_inputs(cls).items() if spec.options.get("lazy")}
+        for name, source, _ in sorted(links(node), key=lambda link: node_sort_key(link[1])):
+            if name not in lazy:
+                self._evaluate(prompt, source, keys, values, result, extra_data)
+        while lazy and hasattr(cls, "check_lazy_status"):
+            kwargs = self._inputs(prompt, node_id, values)
+            asked = getattr(self._instance(node_id, node["class_type"]), "check_lazy_status")(**kwargs)
+            todo = [str(node["inputs"][name][0]) for name in asked or ()
+                    if name in lazy and is_link(node["inputs"].get(name))
+                    and str(node["inputs"][name][0]) not in values]
+            if not todo:
+                break
+            for source in todo:
+                self._evaluate(prompt, source, keys, values, result, extra_data)
+        if node_id in result.cached:
+            values[node_id], ui = self._cache[keys[node_id]]
+        else:
+            self._running = node_id
+            self.host.throw_if_interrupted()
+            self._emit("executing", {"node": node_id, "display_node": node_id,
+                                     "prompt_id": result.prompt_id})
+            start = time.perf_counter()
+            values[node_id], ui = self._call(prompt, node_id, values, extra_data)
+            result.timings[node_id] = time.perf_counter() - start
+            if self.cache_enabled:
+                self._cache[keys[node_id]] = (values[node_id], ui)
+        if ui is not None:
+            result.outputs[node_id] = ui
+            result.files += self._files(ui)
+            self._emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
+                                    "prompt_id": result.prompt_id})
 
     def _record_failure(self, exc: BaseException, prompt: dict, executed: list[str], result: RunResult) -> None:
         node_id = self._running
@@ -198,17 +224,24 @@ class Executor:
         unique = getattr(cls, "NOT_IDEMPOTENT", False) or "UNIQUE_ID" in hidden_inputs(cls).values()
         return (node["class_type"], changed, node_id if unique else None, signature)
 
+    def _inputs(self, prompt: dict, node_id: str, values: dict[str, tuple]) -> dict:
+        """The node's inputs by name: constants, and linked values (None where not evaluated)."""
+        return {name: (values[str(value[0])][value[1]] if str(value[0]) in values else None)
+                if is_link(value) else value for name, value in prompt[node_id]["inputs"].items()}
+
+    def _instance(self, node_id: str, class_type: str):
+        instance = self._instances.get((node_id, class_type))
+        if instance is None:
+            instance = self._instances[(node_id, class_type)] = self.node_classes[class_type]()
+        return instance
+
     def _call(self, prompt: dict, node_id: str, values: dict[str, tuple], extra_data: dict):
         node = prompt[node_id]
         cls = self.node_classes[node["class_type"]]
-        kwargs = {name: values[str(value[0])][value[1]] if is_link(value) else value
-                  for name, value in node["inputs"].items()}
+        kwargs = self._inputs(prompt, node_id, values)
         hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": extra_data.get("extra_pnginfo"), "UNIQUE_ID": node_id}
         kwargs.update({name: hidden.get(kind) for name, kind in hidden_inputs(cls).items()})
-        instance = self._instances.get((node_id, node["class_type"]))
-        if instance is None:
-            instance = self._instances[(node_id, node["class_type"])] = cls()
-        returned = getattr(instance, cls.FUNCTION)(**kwargs)
+        returned = getattr(self._instance(node_id, node["class_type"]), cls.FUNCTION)(**kwargs)
         return _split_return(returned, cls, node_id)
 
     def _files(self, ui: dict) -> list[str]:

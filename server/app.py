@@ -55,8 +55,8 @@ class PromptServer:
                  display_names: Mapping[str, str] | None = None, max_body: int = DEFAULT_MAX_BODY,
                  static_dir: str | None = None):
         self.host = host
-        self.node_classes = node_classes if node_classes is not None else nodes.NODE_CLASS_MAPPINGS
-        self.display_names = display_names if display_names is not None else nodes.NODE_DISPLAY_NAME_MAPPINGS
+        self.node_classes = node_classes if node_classes is not None else nodes.runner_node_classes()
+        self.display_names = display_names if display_names is not None else nodes.runner_display_names()
         self.max_body = max_body
         self.static_dir = static_dir or frontend_dir()
         self.feature_flags = {"supports_preview_metadata": False, "max_upload_size": max_body}

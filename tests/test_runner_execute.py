@@ -159,3 +159,21 @@ def test_run_workflow_api(tmp_path):
     result = run_workflow(fixture("ui_basic.json"), models_dir=tmp_path / "models", output_dir=tmp_path / "out",
                           overrides={"5.mode": "mul"}, node_classes=FAKE_NODES, show_progress=False)
     assert result.ok and pathlib.Path(tmp_path / "out" / "basic" / "number_00001_.txt").read_text() == "84"
+
+
+def test_a_lazy_input_runs_only_when_the_node_asks_for_it(tmp_path):
+    from wanrt.nodes.core.logic import ComfySwitchNode, PrimitiveBoolean, PrimitiveInt
+
+    classes = {**FAKE_NODES, "ComfySwitchNode": ComfySwitchNode, "PrimitiveBoolean": PrimitiveBoolean,
+               "PrimitiveInt": PrimitiveInt}
+    prompt = {"1": {"class_type": "PrimitiveBoolean", "inputs": {"value": False}},
+              "2": {"class_type": "PrimitiveInt", "inputs": {"value": 7}},
+              "3": {"class_type": "Fail", "inputs": {"value": ["2", 0]}},  # the branch not taken
+              "4": {"class_type": "ComfySwitchNode", "inputs": {"switch": ["1", 0], "on_false": ["2", 0],
+                                                                "on_true": ["3", 0]}},
+              "5": {"class_type": "SaveNumber", "inputs": {"value": ["4", 0], "filename_prefix": "lazy"}}}
+    result = Executor(headless_host(tmp_path), classes).run(prompt)
+    assert result.ok, result.error
+    assert "3" not in result.timings and result.outputs["5"]["text"] == ["7"]
+    prompt["1"]["inputs"]["value"] = True
+    assert Executor(headless_host(tmp_path), classes).run(prompt).error["node_id"] == "3"

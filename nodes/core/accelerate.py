@@ -1,0 +1,26 @@
+"""WanRT acceleration of a runner ``MODEL`` (a :class:`CoreModel`): what the ``WanRTAccelerate``
+node does when ``wanrt run`` / ``wanrt serve`` hand it our MODEL rather than ComfyUI's. Its
+``compile`` and ``attention`` choices map onto ``wan_core``'s compile modes and attention
+backends; the loader's (cached) model is left as it was."""
+
+from __future__ import annotations
+
+from ...wan_core.compile import compile_dit
+from ..compilation import weight_sharing_copy
+from .model import CoreModel
+
+# WanRTAccelerate's attention choices -> wan_core.attention backends
+ATTENTION = {"auto": "auto", "sdpa": "sdpa", "cudnn": "sdpa-cudnn", "flash": "sdpa-flash",
+             "efficient": "sdpa-efficient"}
+COMPILE = ("off", "blocks", "full")
+
+
+def accelerate_core_model(model: CoreModel, compile: str = "blocks", attention: str = "auto") -> CoreModel:
+    """A CoreModel whose DiT (sharing the input's weights) runs ``attention`` and is compiled per
+    ``compile`` on its first call (``off``: the platform's fused layers only)."""
+    if compile not in COMPILE or attention not in ATTENTION:
+        raise ValueError(f"compile must be one of {COMPILE} and attention one of {tuple(ATTENTION)}; "
+                         f"got {compile!r}, {attention!r}")
+    dit = weight_sharing_copy(model.dit)
+    dit.set_attention_backend(ATTENTION[attention])
+    return model.with_dit(compile_dit(dit, compile) if compile != "off" else dit)
