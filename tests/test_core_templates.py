@@ -29,18 +29,14 @@ TEMPLATES = {
     "video_wan2_2_14B_flf2v": ({"81.width": 64, "81.height": 48, "81.length": 9, "84.steps": 2,
                                 "84.end_at_step": 1, "87.steps": 2, "87.start_at_step": 1}, 9, 48, 64),
 }
-# The 4-step distill-LoRA templates (their LoRA loaders sit on the switch's paths, which ComfyUI
-# validates either way) need make-tiny's LoRA files and wan_core.lora from another branch: the
-# lead adds them to the parametrization of test_template_runs_unchanged_headless at merge.
+# The 4-step distill-LoRA templates: a switch picks the LoRA path (make-tiny writes the lightx2v
+# LoRA files they name) or the plain 20-step one; both paths are validated, as ComfyUI does.
 LORA_TEMPLATES = {
     "video_wan2_2_14B_t2v": ({"128:74.width": 64, "128:74.height": 48, "128:126.value": 0.5,
                               "128:114.value": 2, "128:115.value": 1}, 9, 48, 64),
     "video_wan2_2_14B_i2v": ({"129:98.width": 64, "129:98.height": 48, "129:161.value": 0.5,
                               "129:128.value": 2, "129:127.value": 1}, 9, 48, 64),
 }
-# Model files the templates name that make-tiny writes under their fp16 names.
-ALIASES = {"wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": "wan2.2_i2v_high_noise_14B_fp16.safetensors",
-           "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors": "wan2.2_i2v_low_noise_14B_fp16.safetensors"}
 
 
 def template(name: str) -> dict:
@@ -54,22 +50,6 @@ def input_images(workflow: dict) -> set[str]:
             if node["type"] == "LoadImage"}
 
 
-@pytest.fixture(scope="module")
-def models(tiny_models, tmp_path_factory):
-    """The tiny models, plus the file names the templates use that make-tiny spells otherwise."""
-    root = tmp_path_factory.mktemp("template-models")
-    for folder in tiny_models.iterdir():
-        (root / folder.name).mkdir()
-        for file in folder.rglob("*"):
-            if file.is_file():
-                target = root / folder.name / file.relative_to(folder)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(file)
-    for alias, name in ALIASES.items():
-        (root / "diffusion_models" / alias).symlink_to(tiny_models / "diffusion_models" / name)
-    return root
-
-
 def write_inputs(workflow: dict, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pixels = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype("uint8")
@@ -77,12 +57,12 @@ def write_inputs(workflow: dict, folder: Path) -> None:
         Image.fromarray(pixels).save(folder / name)
 
 
-@pytest.mark.parametrize("name", list(TEMPLATES))
-def test_template_runs_unchanged_headless(models, tmp_path, name):
-    overrides, frames, height, width = TEMPLATES[name]
+@pytest.mark.parametrize("name", [*TEMPLATES, *LORA_TEMPLATES])
+def test_template_runs_unchanged_headless(tiny_models, tmp_path, name):
+    overrides, frames, height, width = {**TEMPLATES, **LORA_TEMPLATES}[name]
     workflow = template(name)
     write_inputs(workflow, tmp_path / "input")
-    host = hosts.HeadlessHost.from_paths(models, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
+    host = hosts.HeadlessHost.from_paths(tiny_models, output_dir=tmp_path / "output", input_dir=tmp_path / "input",
                                          show_progress=False)
     result = Executor(host).run(workflow, overrides)
     assert result.ok, result.error
@@ -122,20 +102,3 @@ def test_template_runs_in_wanrt_serve(served, tiny_models, tmp_path, name):
     assert entry["status"]["status_str"] == "success", entry["status"]
     (video,) = [item for out in entry["outputs"].values() for item in out.get("images", [])]
     assert read_video(output / video["subfolder"] / video["filename"]).shape == (frames, height, width, 3)
-
-
-@pytest.mark.parametrize("name", list(LORA_TEMPLATES))
-def test_lora_templates_convert_and_validate_but_for_the_missing_lora_files(models, tmp_path, name):
-    """Until make-tiny writes the LoRA files, validation fails on the LoRA loaders alone: the
-    subgraphs, switches, math expression and promoted widget values all convert and check out."""
-    from wanrt.runner import PromptError
-
-    workflow = template(name)
-    write_inputs(workflow, tmp_path / "input")
-    executor = Executor(hosts.HeadlessHost.from_paths(models, input_dir=tmp_path / "input"))
-    prompt = executor.prepare(workflow, LORA_TEMPLATES[name][0])
-    loaders = {node["inputs"]["unet_name"] for node in prompt.values() if node["class_type"] == "UNETLoader"}
-    assert len(loaders) == 2 and all("_14B_" in unet for unet in loaders)  # the promoted values
-    with pytest.raises(PromptError) as rejected:
-        executor.validate(prompt)
-    assert {prompt[i]["class_type"] for i in rejected.value.node_errors} == {"LoraLoaderModelOnly"}

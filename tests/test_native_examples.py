@@ -22,8 +22,6 @@ NATIVE = pathlib.Path(wanrt.__file__).parent / "workflows" / "comfyui_native"
 EXAMPLES = ["wan2.1_flf2v_720p_14B", "wan2.1_i2v_480p_14B", "wan2.1_t2v_1.3B", "wan2.1_t2v_14B",
             "wan2.2_t2v_A14B", "wan2.2_ti2v_5B"]
 LORA_EXAMPLES = ["wan2.2_i2v_A14B_4step_lora", "wan2.2_t2v_A14B_4step_lora"]
-# The LoRA examples run once make-tiny writes the LoRA files (the LoRA branch): the lead adds
-# LORA_EXAMPLES to the parametrization of test_native_example_runs_headless at merge.
 LATENT, SAMPLER, SECOND_SAMPLER, ACCELERATORS = "8", "9", "21", ("2", "19")
 
 
@@ -99,7 +97,7 @@ def tiny(prompt: dict) -> dict:
     return {**size, **steps, **split, **compile_off}
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize("name", EXAMPLES + LORA_EXAMPLES)
 def test_native_example_runs_headless(tiny_models, tmp_path, name):
     prompt = load(NATIVE / "api" / f"{name}.json")
     host = hosts.HeadlessHost.from_paths(tiny_models, output_dir=tmp_path, show_progress=False)

@@ -73,6 +73,10 @@ COMFY_FILES: dict[str, tuple[str, str, bool]] = {
                                             False),
     "wan2.2_i2v_high_noise_14B_fp16": ("wan2.2_i2v_high_noise_14B", "fp16", False),
     "wan2.2_i2v_low_noise_14B_fp16": ("wan2.2_i2v_low_noise_14B", "fp16", False),
+    "wan2.2_i2v_high_noise_14B_fp8_scaled": ("wan2.2_i2v_high_noise_14B", "fp8_weight_scale",
+                                             False),
+    "wan2.2_i2v_low_noise_14B_fp8_scaled": ("wan2.2_i2v_low_noise_14B", "fp8_weight_scale",
+                                            False),
 }
 
 # Official Wan-AI folders: folder -> (variant, dtype, shards). The real files are fp32; bf16 here
