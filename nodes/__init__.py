@@ -4,11 +4,12 @@ A text-to-video graph: Load Diffusion Model → Compile ─┐
                        Load Text Encoder → Text Encode ─┼→ Sampler → VAE Decode → Save Video
                        Load VAE → Empty Latent Video ───┘
 Image-to-video swaps Empty Latent Video for Image To Video (start / end image, CLIP vision).
+Inside ComfyUI, WanRT Accelerate runs ComfyUI's own Wan MODEL through WanRT's kernels.
 """
 
-from . import compilation, conditioning, files, latents, loaders, sampling
+from . import accelerate, compilation, conditioning, files, latents, loaders, sampling
 
-_MODULES = (loaders, compilation, conditioning, latents, sampling, files)
+_MODULES = (loaders, compilation, conditioning, latents, sampling, files, accelerate)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {name: cls for m in _MODULES for name, cls in m.NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {name: title for m in _MODULES

@@ -26,7 +26,8 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAPSHOT = ROOT.parent / "shared" / "vendor" / "ComfyUI-0.33.0-783545f6.tar.xz"
+SHARED = Path(os.environ.get("WANRT_SHARED_DIR", ROOT.parent / "shared"))  # ../shared by default
+SNAPSHOT = SHARED / "vendor" / "ComfyUI-0.33.0-783545f6.tar.xz"
 LAUNCH = Path(__file__).resolve().parent / "comfyui_shims" / "launch.py"
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "clip_vision", "loras")
 PACK_NAME = "ComfyUI-WanRT"  # the folder name a `git clone` into custom_nodes/ gives
