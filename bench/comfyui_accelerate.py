@@ -120,9 +120,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="comfyui-") as tmp:
         enter_comfyui(opts.comfyui, Path(tmp), cpu=opts.tiny)
-        import comfy.model_management
-        import comfy.sample
-        from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+        try:
+            import comfy.model_management
+            import comfy.sample
+            from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+        except ModuleNotFoundError as e:
+            sys.exit(f"ComfyUI needs the package {e.name!r} here: pip install it (the module "
+                     f"docstring lists all of ComfyUI's imports on this path)")
 
         from wanrt.nodes.accelerate import WanRTAccelerate
 
@@ -150,7 +154,8 @@ def main() -> None:
         for name, model in (("comfyui", comfy_model), ("wanrt", wanrt_model)):
             _, cold, _ = timed_sample(model, 1, latent, noise, positive, negative)
             step, _, out = timed_sample(model, opts.steps, latent, noise, positive, negative)
-            results[name] = {"cold_first_call_s": round(cold, 2), "ms_per_step": round(step * 1e3, 1)}
+            results[name] = {"cold_first_call_s": round(cold, 2),
+                             "ms_per_step": round(step * 1e3, 1)}
             results[name]["out"] = out.float()
             print(f"{name:8s} cold first call (1 step) {cold:8.2f} s   warm {step * 1e3:10.1f} "
                   f"ms/step", flush=True)

@@ -1,4 +1,4 @@
-"""The WanRT Accelerate node: ComfyUI's own Wan MODEL through WanRT's kernels, attention and compile.
+"""The WanRT Accelerate node: ComfyUI's own Wan MODEL on WanRT's kernels, attention and compile.
 
 Inside ComfyUI the input is ComfyUI's ``ModelPatcher`` (from ``UNETLoader`` /
 ``LoraLoaderModelOnly``); the ComfyUI-specific part lives in ``comfy_wan.py`` and is imported only

@@ -19,14 +19,16 @@ import comfy.model_management  # noqa: E402
 import folder_paths  # noqa: E402
 import nodes  # noqa: E402
 import torch  # noqa: E402
+import comfy.ops  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3  # noqa: E402
 
 from wanrt.nodes import comfy_wan  # noqa: E402
 from wanrt.nodes.accelerate import WanRTAccelerate  # noqa: E402
+from wanrt.wan_core.attention import get_backend  # noqa: E402
 
 models = sys.argv[1]
-folder_paths.add_model_folder_path("diffusion_models", f"{models}/diffusion_models", is_default=True)
-folder_paths.add_model_folder_path("loras", f"{models}/loras", is_default=True)
+for folder in ("diffusion_models", "loras"):
+    folder_paths.add_model_folder_path(folder, f"{models}/{folder}", is_default=True)
 
 TEXT_DIM = 4096  # ComfyUI's Wan text width (fixed in its WanModel)
 gen = torch.Generator().manual_seed(0)
@@ -59,7 +61,8 @@ def sample(lora=False, accelerate=None, attn1_patch=False):
     calls.update(comfy=0, wanrt=0)
     (model,) = nodes.UNETLoader().load_unet("tiny_wan.safetensors", "default")
     if lora:
-        (model,) = nodes.LoraLoaderModelOnly().load_lora_model_only(model, "tiny_lora.safetensors", 1.0)
+        (model,) = nodes.LoraLoaderModelOnly().load_lora_model_only(
+            model, "tiny_lora.safetensors", 1.0)
     if attn1_patch:  # a patch the fast path leaves to ComfyUI's own block
         model = model.clone()
         model.set_model_attn1_patch(lambda args: args["x"])
@@ -97,4 +100,62 @@ torch._dynamo.utils.counters.clear()
 compiled, results["compiled_calls"] = sample(accelerate=("blocks", "sdpa"))
 results["compiled_vs_base"] = rel_l2(compiled, base)
 results["compiled_graphs"] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+def both(block, x, e, freqs, context, context_img_len, transformer_options):
+    """One block's output through WanRT's path and through ComfyUI's own forward."""
+    ours = comfy_wan.AcceleratedBlock(block, wanrt_block, get_backend("sdpa"))(
+        x, e, freqs, context, context_img_len, transformer_options)
+    return ours, comfy_forward(block, x, e, freqs, context, context_img_len, transformer_options)
+
+
+@torch.no_grad()
+def block_parity():
+    """One block, WanRT's path against ComfyUI's forward, for inputs the tiny T2V sampling above
+    does not produce: per-frame timesteps (``e: [B, F, 6, C]``, F dividing L or not), Wan 2.1
+    I2V cross-attention (CLIP tokens first in the context), another node's attention override,
+    low-VRAM casting with weight patches on norm and Linear weights."""
+    (model,) = nodes.UNETLoader().load_unet("tiny_wan.safetensors", "default")
+    wan = model.model.diffusion_model
+    t2v = wan.blocks[0]
+    i2v = comfy.ldm.wan.model.WanAttentionBlock(
+        "i2v_cross_attn", 256, 512, 2, cross_attn_norm=True,
+        operation_settings={"operations": comfy.ops.disable_weight_init, "dtype": torch.float32})
+    for p in i2v.parameters():
+        p.copy_(torch.randn(p.shape, generator=gen) * p.shape[-1] ** -0.5)
+    freqs = wan.rope_encode(2, 6, 8, device="cpu", dtype=torch.float32)  # 24 tokens
+    x = torch.randn(1, 24, 256, generator=gen)
+    context = torch.randn(1, 12, 256, generator=gen)
+    overridden = []
+
+    def override(func, *args, **kwargs):
+        overridden.append(1)
+        return func(*args, **kwargs)
+
+    cases = {  # name: (block, e, context_img_len, transformer_options)
+        "per_frame": (t2v, torch.randn(1, 2, 6, 256, generator=gen), None, {}),
+        "per_frame_uneven": (t2v, torch.randn(1, 5, 6, 256, generator=gen), None, {}),
+        "i2v": (i2v, torch.randn(1, 6, 256, generator=gen), 5, {}),
+        "attention_override": (t2v, torch.randn(1, 6, 256, generator=gen), None,
+                               {"optimized_attention_override": override}),
+    }
+    errors = {name: rel_l2(*both(block, x, e, freqs, context, img_len, options))
+              for name, (block, e, img_len, options) in cases.items()}
+    # ComfyUI's low-VRAM mode: weights cast per call, weight patches applied on the fly (LoRA)
+    e = cases["i2v"][1]
+    plain, _ = both(t2v, x, e, freqs, context, None, {})
+    for layer in t2v.modules():
+        if hasattr(layer, "comfy_cast_weights"):
+            layer.comfy_cast_weights = True
+    t2v.self_attn.norm_q.weight_function = [lambda w: w * 2]
+    t2v.self_attn.q.weight_function = [lambda w: w + 0.01]
+    t2v.norm3.bias_function = [lambda b: b + 0.1]
+    ours, theirs = both(t2v, x, e, freqs, context, None, {})
+    errors["lowvram_patched"] = rel_l2(ours, theirs)
+    errors["lowvram_patch_effect"] = rel_l2(ours, plain)
+    errors["override_calls"] = len(overridden)  # twice per block call: WanRT's and ComfyUI's
+    return errors
+
+
+results["blocks"] = block_parity()
 print(json.dumps(results))
