@@ -2,11 +2,11 @@
 
 Real size on CUDA: ComfyUI's ``WanModel`` (the vendored ComfyUI 0.33.0, unpacked to a temporary
 folder) with random bf16 weights, 832x480x81 (32,760 tokens), euler, ModelSamplingSD3 shift 8,
-CFG 5 with 512-token text (cond + uncond: two forwards per step, batched by ComfyUI), the same
-weights, noise and GPU for both, in one process. For each model: the cold call (1 step: first
-use, WanRT's compile included) and the warm per-step time (median of ``--steps`` steps, timed at
-ComfyUI's step callback), then the ratio WanRT / ComfyUI and the rel. L2 between the two final
-latents of the warm runs.
+CFG 5 with 512-token text (cond + uncond: two forwards per step, one batch where ComfyUI's
+memory estimate allows), the same weights, noise and GPU for both, in one process. For each
+model: the cold call (a 1-step sampling: first use, WanRT's compile included) and the warm time
+per step (median interval between ComfyUI's step callbacks over ``--steps`` steps, so steps 2..N),
+then the ratio WanRT / ComfyUI and the rel. L2 between the two final latents of the warm runs.
 
     python bench/comfyui_accelerate.py [--steps 3] [--compile blocks] [--attention auto]
     python bench/comfyui_accelerate.py --tiny    # CPU smoke run: tiny model, fp32, compile off
@@ -31,8 +31,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("WANRT_SHARED_DIR", ROOT.parent / "shared"))
-SNAPSHOT = SHARED / "vendor" / "ComfyUI-0.33.0-783545f6.tar.xz"
+SNAPSHOT_NAME = "vendor/ComfyUI-0.33.0-783545f6.tar.xz"
+# where the snapshot is looked for: $WANRT_SHARED_DIR, shared/ in the checkout, ../shared
+SHARED_DIRS = [Path(p) for p in (os.environ.get("WANRT_SHARED_DIR"),) if p] + [
+    ROOT / "shared", ROOT.parent / "shared"]
 
 WAN_14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
 TINY = dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2)
@@ -43,7 +45,12 @@ def enter_comfyui(comfyui: Path | None, tmp: Path, cpu: bool) -> None:
     """Make ComfyUI importable (with the test shims): the folder ``comfyui``, else the vendored
     snapshot unpacked into ``tmp``."""
     if comfyui is None:
-        with tarfile.open(SNAPSHOT) as archive:
+        snapshot = next((d / SNAPSHOT_NAME for d in SHARED_DIRS if (d / SNAPSHOT_NAME).is_file()),
+                        None)
+        if snapshot is None:
+            sys.exit(f"the vendored ComfyUI snapshot {SNAPSHOT_NAME} is in none of "
+                     f"{[str(d) for d in SHARED_DIRS]}; set WANRT_SHARED_DIR or pass --comfyui")
+        with tarfile.open(snapshot) as archive:
             archive.extractall(tmp, filter="data")
         comfyui = tmp / "ComfyUI"
     sys.path.insert(0, str(ROOT / "tests" / "comfyui_shims"))
@@ -76,8 +83,12 @@ def comfy_wan_model(config: dict, dtype: torch.dtype, device: torch.device):
         else:
             t = torch.randn(p.shape, generator=gen, device=device) * p[0].numel() ** -0.5
         sd[name] = t.to(dtype)
-    return comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype},
-                                                    disable_dynamic=True)
+    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype},
+                                                     disable_dynamic=True)
+    del sd  # ComfyUI copied the weights to its offload device; it loads them when sampling
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return model
 
 
 def timed_sample(model, steps: int, latent, noise, positive, negative):
@@ -128,6 +139,7 @@ def main() -> None:
             sys.exit(f"ComfyUI needs the package {e.name!r} here: pip install it (the module "
                      f"docstring lists all of ComfyUI's imports on this path)")
 
+        from wanrt import kernels
         from wanrt.nodes.accelerate import WanRTAccelerate
 
         device = torch.device("cpu" if opts.tiny else "cuda")
@@ -163,7 +175,8 @@ def main() -> None:
         summary = {
             "size": f"{width}x{height}x{frames} ({tokens} tokens)", "dtype": str(dtype),
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "compile": compile_mode, "attention": opts.attention, **results,
+            "compile": compile_mode, "attention": opts.attention,
+            "wanrt_kernels": kernels.default_impl(), **results,
             "ratio_wanrt_over_comfyui": round(results["wanrt"]["ms_per_step"]
                                               / results["comfyui"]["ms_per_step"], 3),
             "rel_l2_final_latent": float((a - b).norm() / b.norm()),

@@ -15,7 +15,9 @@ backends and compile modes. Everything else stays ComfyUI's:
   the block's own forward; an ``optimized_attention_override`` set by another node keeps
   ComfyUI's attention (with the fused kernels around it).
 - Compile ``blocks`` compiles the block computation once (one graph shared by all blocks);
-  ``full`` uses ComfyUI's ``set_torch_compile_wrapper`` on the whole diffusion model.
+  ``full`` uses ComfyUI's ``set_torch_compile_wrapper`` on the whole diffusion model. Either way
+  the clone is a plain (non-dynamic-VRAM) ModelPatcher, as ComfyUI's own TorchCompileModel makes
+  it: ComfyUI reloads such a model from its file when the input streamed its weights.
 
 Imported only inside ComfyUI (by ``accelerate.py``, when the node runs).
 """

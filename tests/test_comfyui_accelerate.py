@@ -6,10 +6,10 @@ KSampler, 2 euler steps with CFG — and reports the final latents' differences 
 the transformer blocks. fp32 on CPU: the fast path's torch kernels round once where ComfyUI's
 block rounds after each op, so latents agree to ~1e-6 relative; 1e-5 is the bound.
 
-The probe calls ComfyUI's node classes rather than queueing a prompt of core nodes: CLIPLoader
-(type wan) always builds the full-size UMT5-XXL (24 layers, 4096 wide, 256k vocabulary) whatever
-the file holds, so no tiny text encoder loads there; the probe passes random 4096-wide text
-embeddings instead. ComfyUI's executor runs the pack's own nodes in ``test_in_comfyui.py``.
+A prompt of core nodes with WanRT Accelerate also runs through ComfyUI's own server and
+executor, to the decoded video. No tiny text encoder or tiny-width DiT loads in ComfyUI (see
+``comfyui_test_nodes``): both use make-tiny's DiT widened to ComfyUI's 4096 text width, and random
+text embeddings stand in for CLIPLoader + CLIPTextEncode.
 """
 
 import json
@@ -20,36 +20,30 @@ from pathlib import Path
 import pytest
 import requests
 import torch
-from safetensors.torch import save_file
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from comfyui_test_nodes import TINY_WAN, write_tiny_wan
+from dit_helpers import rel_l2
+from vendored_comfyui import queue
 
 import wanrt
 from wanrt.nodes.accelerate import WanRTAccelerate
-from wanrt.wan_core.tiny import dit
 
 PROBE = Path(__file__).resolve().parent / "comfyui_probes" / "accelerate.py"
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "comfyui_accelerate.py"
 PARITY = 1e-5  # fp32 rounding after 2 sampling steps (see the module docstring)
-COMFY_TEXT_DIM = 4096  # the text width ComfyUI's WanModel is built with, whatever the file says
 LORA_LAYERS = ("blocks.0.self_attn.q", "blocks.0.cross_attn.o", "blocks.1.ffn.0")
 CALLS = 2 * 2 * 2  # steps x blocks x (cond, uncond): different text lengths, so not batched
 
 
 @pytest.fixture(scope="module")
 def comfy_models(tmp_path_factory):
-    """A models folder ComfyUI's loaders read: the tiny Wan 2.1 T2V DiT and a kohya-style LoRA.
-
-    ComfyUI builds WanModel with a 4096-wide text input (it does not read the width from the
-    file; every real file has 4096), while make-tiny's DiT takes the tiny UMT5's 64. This copy
-    widens ``text_embedding.0`` so that UNETLoader loads it; everything else is make-tiny's."""
+    """A models folder ComfyUI's loaders read: the tiny Wan 2.1 T2V DiT (``write_tiny_wan``:
+    make-tiny's, with ComfyUI's 4096-wide text input) and a kohya-style LoRA for it."""
     root = tmp_path_factory.mktemp("comfy-wan")
-    gen = torch.Generator().manual_seed(1)
-    sd = dit.weights("wan2.1_t2v_1.3B")
-    dim = sd["text_embedding.0.weight"].shape[0]
-    sd["text_embedding.0.weight"] = (torch.randn(dim, COMFY_TEXT_DIM, generator=gen)
-                                     * COMFY_TEXT_DIM ** -0.5)
-    (root / "diffusion_models").mkdir()
-    save_file({k: v.contiguous() for k, v in sd.items()},
-              root / "diffusion_models" / "tiny_wan.safetensors")
+    sd = write_tiny_wan(root / "diffusion_models" / TINY_WAN)
+    gen = torch.Generator().manual_seed(2)
     lora = {}
     for layer in LORA_LAYERS:
         out_features, in_features = sd[f"{layer}.weight"].shape
@@ -73,6 +67,55 @@ def test_comfyui_lists_wanrt_accelerate_as_model_to_model(comfyui_server):
     assert node["display_name"] == "WanRT Accelerate"
     assert node["input"]["required"]["model"][0] == "MODEL" and node["output"] == ["MODEL"]
     assert node["input"]["required"]["compile"][1]["default"] == "blocks"
+
+
+def core_prompt(accelerate: bool, prefix: str) -> dict:
+    """UNETLoader [→ WanRT Accelerate] → ModelSamplingSD3 → KSampler → VAEDecode → Save Animated
+    WEBP, the latent also saved (SaveLatent); 64x48, 9 frames, 2 euler steps, CFG 5."""
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_WAN,
+                                                       "weight_dtype": "default"}},
+        "2": {"class_type": "WanRTAccelerate", "inputs": {"model": ["1", 0], "compile": "off",
+                                                            "attention": "auto"}},
+        "3": {"class_type": "ModelSamplingSD3",
+              "inputs": {"model": ["2" if accelerate else "1", 0], "shift": 8.0}},
+        "4": {"class_type": "WanRTTestTextEmbedding", "inputs": {"seed": 1, "tokens": 7}},
+        "5": {"class_type": "WanRTTestTextEmbedding", "inputs": {"seed": 2, "tokens": 5}},
+        "6": {"class_type": "EmptyHunyuanLatentVideo",
+              "inputs": {"width": 64, "height": 48, "length": 9, "batch_size": 1}},
+        "7": {"class_type": "KSampler", "inputs": {
+            "model": ["3", 0], "seed": 42, "steps": 2, "cfg": 5.0, "sampler_name": "euler",
+            "scheduler": "simple", "positive": ["4", 0], "negative": ["5", 0],
+            "latent_image": ["6", 0], "denoise": 1.0}},
+        "8": {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["8", 0]}},
+        "10": {"class_type": "SaveAnimatedWEBP", "inputs": {
+            "images": ["9", 0], "filename_prefix": prefix, "fps": 16.0, "lossless": True,
+            "quality": 100, "method": "fastest"}},
+        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0],
+                                                       "filename_prefix": prefix}},
+    }
+    if not accelerate:
+        del prompt["2"]
+    return prompt
+
+
+def test_comfyuis_executor_runs_a_core_wan_prompt_through_wanrt_accelerate(comfyui_server):
+    url, base = comfyui_server
+    latents, frames = {}, {}
+    for accelerate in (False, True):
+        entry = queue(url, core_prompt(accelerate, f"accelerate/{accelerate}"))
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        outputs = entry["outputs"]
+        (saved,) = outputs["11"]["latents"]
+        latents[accelerate] = load_file(base / "output" / saved["subfolder"] / saved["filename"])[
+            "latent_tensor"]
+        (video,) = outputs["10"]["images"]
+        with Image.open(base / "output" / video["subfolder"] / video["filename"]) as webp:
+            frames[accelerate] = (webp.n_frames, webp.size)
+    assert frames[True] == frames[False] == (9, (64, 48))
+    assert latents[True].shape == (1, 16, 3, 6, 8)
+    assert rel_l2(latents[True], latents[False]) < PARITY
 
 
 def test_accelerated_model_runs_every_block_through_wanrt_and_matches_comfyui(probe):

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WANRT_SHARED_DIR", ROOT.parent / "shared"))  # ../shared by default
 SNAPSHOT = SHARED / "vendor" / "ComfyUI-0.33.0-783545f6.tar.xz"
 LAUNCH = Path(__file__).resolve().parent / "comfyui_shims" / "launch.py"
+TEST_NODES = Path(__file__).resolve().parent / "comfyui_test_nodes"  # see its docstring
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "clip_vision", "loras")
 PACK_NAME = "ComfyUI-WanRT"  # the folder name a `git clone` into custom_nodes/ gives
 START_TIMEOUT = 120  # seconds for ComfyUI to import its nodes and ours on a busy 2-core machine
@@ -55,9 +56,11 @@ class ComfyUI:
 
     @staticmethod
     def base_directory(base: Path, models: Path | None = None) -> Path:
-        """ComfyUI's ``--base-directory``: the pack in custom_nodes, model folders from ``models``."""
+        """ComfyUI's ``--base-directory``: the pack and the test nodes in custom_nodes, model
+        folders from ``models``."""
         (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
         (base / "custom_nodes" / PACK_NAME).symlink_to(ROOT, target_is_directory=True)
+        (base / "custom_nodes" / TEST_NODES.name).symlink_to(TEST_NODES, target_is_directory=True)
         for folder in MODEL_FOLDERS:
             target = base / "models" / folder
             target.parent.mkdir(parents=True, exist_ok=True)
