@@ -5,8 +5,9 @@
   ``sys.path`` (``comfy``, ``nodes``, ``folder_paths`` are ComfyUI's own) and the
   torchvision/torchaudio shims of ``comfyui_shims/`` installed; the script prints its result.
 - ``comfyui.serve(base)`` starts ComfyUI's own server (``main.py --cpu``) on a loopback port with
-  this checkout cloned-in as ``custom_nodes/ComfyUI-WanRT``; ``queue(url, prompt)`` runs an API
-  prompt through ComfyUI's executor and returns its history entry.
+  this checkout cloned-in as ``custom_nodes/ComfyUI-WanRT`` (and the test-only nodes of
+  ``comfyui_test_nodes/``); ``queue(url, prompt)`` runs an API prompt through ComfyUI's executor
+  and returns its history entry.
 
 Its Python requirements (less torchvision/torchaudio) are in the ``test`` extra.
 """
