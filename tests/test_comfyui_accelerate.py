@@ -160,6 +160,13 @@ def test_compile_blocks_traces_one_graph_shared_by_all_blocks(probe):
     assert probe["compiled_vs_base"] < PARITY
 
 
+def test_compile_full_is_comfyuis_own_torch_compile_wrapper_around_the_accelerated_blocks(probe):
+    full = probe["full_mode"]
+    assert full["compile_wrappers"] == 1  # set_torch_compile_wrapper's, on apply_model
+    assert full["block_patches"] == [f"diffusion_model.blocks.{i}.forward" for i in range(2)]
+    assert full["input_untouched"]  # the node returns a clone
+
+
 def test_comfyui_removes_the_block_patches_when_it_unloads_the_model(probe):
     assert probe["object_patches_left"] == 0
 

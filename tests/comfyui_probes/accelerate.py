@@ -20,6 +20,7 @@ import folder_paths  # noqa: E402
 import nodes  # noqa: E402
 import torch  # noqa: E402
 import comfy.ops  # noqa: E402
+from comfy.patcher_extension import WrappersMP  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3  # noqa: E402
 
 from wanrt.nodes import comfy_wan  # noqa: E402
@@ -157,5 +158,16 @@ def block_parity():
     return errors
 
 
+def full_mode():
+    """What compile "full" sets up (not run here: inductor on CPU is too slow for CI)."""
+    (model,) = nodes.UNETLoader().load_unet("tiny_wan.safetensors", "default")
+    (full,) = WanRTAccelerate().accelerate(model, "full", "sdpa")
+    compile_wrappers = (WrappersMP.APPLY_MODEL, "torch.compile")
+    return {"compile_wrappers": len(full.get_wrappers(*compile_wrappers)),
+            "block_patches": sorted(full.object_patches),
+            "input_untouched": not (model.object_patches or model.get_wrappers(*compile_wrappers))}
+
+
 results["blocks"] = block_parity()
+results["full_mode"] = full_mode()
 print(json.dumps(results))
