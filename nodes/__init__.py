@@ -5,12 +5,13 @@ A text-to-video graph (Compile and Step Cache optional):
     Load Text Encoder → Text Encode ─────────────┼→ Sampler → VAE Decode → Save Video
     Load VAE → Empty Latent Video ───────────────┘
 Image-to-video swaps Empty Latent Video for Image To Video (start / end image, CLIP vision).
-LoRAs go between Load Diffusion Model and Compile (Load LoRA; chain them to stack).
+LoRAs go between Load Diffusion Model and Compile (Load LoRA; chain them to stack). Inside
+ComfyUI, WanRT Accelerate runs ComfyUI's own Wan MODEL through WanRT's kernels.
 """
 
-from . import compilation, conditioning, files, latents, loaders, lora, sampling, step_cache
+from . import accelerate, compilation, conditioning, files, latents, loaders, lora, sampling, step_cache
 
-_MODULES = (loaders, lora, compilation, step_cache, conditioning, latents, sampling, files)
+_MODULES = (loaders, lora, compilation, step_cache, conditioning, latents, sampling, files, accelerate)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {name: cls for m in _MODULES for name, cls in m.NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {name: title for m in _MODULES

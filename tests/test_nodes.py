@@ -23,7 +23,7 @@ from wanrt.wan_core.compile import compile_summary
 from wanrt.wan_core.prompts import NEGATIVE_PROMPT
 from wanrt.wan_core.video_io import read_metadata, read_video
 
-CORE_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "LATENT"}
+CORE_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "LATENT", "MODEL"}
 OPTION_KEYS = {"default", "min", "max", "step", "round", "tooltip", "multiline", "dynamicPrompts",
                "control_after_generate", "image_upload", "forceInput"}
 T2V, I2V = "wan2.1_t2v_1.3B_fp16.safetensors", "wan2.1_i2v_480p_14B_fp16.safetensors"
@@ -84,8 +84,8 @@ def test_the_node_set():
     assert sorted(NODE_CLASS_MAPPINGS) == sorted([
         "WanRTLoadDiffusionModel", "WanRTLoadTextEncoder", "WanRTLoadVAE", "WanRTLoadCLIPVision",
         "WanRTLoadLoRA", "WanRTCompile", "WanRTStepCache", "WanRTTextEncode", "WanRTEmptyLatentVideo",
-        "WanRTImageToVideo",
-        "WanRTSampler", "WanRTVAEDecode", "WanRTLoadImage", "WanRTSaveVideo"])
+        "WanRTImageToVideo", "WanRTSampler", "WanRTVAEDecode", "WanRTLoadImage", "WanRTSaveVideo",
+        "WanRTAccelerate"])
     assert wanrt.NODE_CLASS_MAPPINGS is NODE_CLASS_MAPPINGS
     assert set(NODE_DISPLAY_NAME_MAPPINGS) == set(NODE_CLASS_MAPPINGS)
 

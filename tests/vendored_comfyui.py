@@ -5,8 +5,9 @@
   ``sys.path`` (``comfy``, ``nodes``, ``folder_paths`` are ComfyUI's own) and the
   torchvision/torchaudio shims of ``comfyui_shims/`` installed; the script prints its result.
 - ``comfyui.serve(base)`` starts ComfyUI's own server (``main.py --cpu``) on a loopback port with
-  this checkout cloned-in as ``custom_nodes/ComfyUI-WanRT``; ``queue(url, prompt)`` runs an API
-  prompt through ComfyUI's executor and returns its history entry.
+  this checkout cloned-in as ``custom_nodes/ComfyUI-WanRT`` (and the test-only nodes of
+  ``comfyui_test_nodes/``); ``queue(url, prompt)`` runs an API prompt through ComfyUI's executor
+  and returns its history entry.
 
 Its Python requirements (less torchvision/torchaudio) are in the ``test`` extra.
 """
@@ -27,9 +28,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the checkout; WANRT_SHARED_DIR names it where it is elsewhere (git worktrees).
-SNAPSHOT = (Path(os.environ.get("WANRT_SHARED_DIR", ROOT.parent / "shared")) / "vendor"
-            / "ComfyUI-0.33.0-783545f6.tar.xz")
+SHARED = Path(os.environ.get("WANRT_SHARED_DIR", ROOT.parent / "shared"))
+SNAPSHOT = SHARED / "vendor" / "ComfyUI-0.33.0-783545f6.tar.xz"
 LAUNCH = Path(__file__).resolve().parent / "comfyui_shims" / "launch.py"
+TEST_NODES = Path(__file__).resolve().parent / "comfyui_test_nodes"  # see its docstring
 MODEL_FOLDERS = ("diffusion_models", "text_encoders", "vae", "clip_vision", "loras")
 PACK_NAME = "ComfyUI-WanRT"  # the folder name a `git clone` into custom_nodes/ gives
 START_TIMEOUT = 120  # seconds for ComfyUI to import its nodes and ours on a busy 2-core machine
@@ -56,9 +58,11 @@ class ComfyUI:
 
     @staticmethod
     def base_directory(base: Path, models: Path | None = None) -> Path:
-        """ComfyUI's ``--base-directory``: the pack in custom_nodes, model folders from ``models``."""
+        """ComfyUI's ``--base-directory``: the pack and the test nodes in custom_nodes, model
+        folders from ``models``."""
         (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
         (base / "custom_nodes" / PACK_NAME).symlink_to(ROOT, target_is_directory=True)
+        (base / "custom_nodes" / TEST_NODES.name).symlink_to(TEST_NODES, target_is_directory=True)
         for folder in MODEL_FOLDERS:
             target = base / "models" / folder
             target.parent.mkdir(parents=True, exist_ok=True)
