@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import math
 import traceback
 from collections.abc import Mapping
 
@@ -159,11 +160,14 @@ def _check_value(inputs: dict, name: str, spec: InputSpec, *, skip_builtin_check
     if isinstance(spec.type, str) and spec.type in _COERCE:
         try:
             value = _COERCE[spec.type](value)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             return error("invalid_input_type", f"Failed to convert an input value to a {spec.type} value",
                          f"{name}, {value}, {e}", input_name=name, input_config=config, received_value=value,
                          exception_message=str(e))
     inputs[name] = value
+    if spec.type == "FLOAT" and not math.isfinite(value):
+        return error("invalid_input_type", "A FLOAT input must be a finite number", f"{name}, {value}",
+                     input_name=name, input_config=config, received_value=str(value))
     if skip_builtin_checks:
         return None
     if "min" in spec.options and value < spec.options["min"]:
