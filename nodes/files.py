@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -85,7 +86,9 @@ def open_image(name: str) -> Image.Image:
     file if it is missing, not an image, or has more than MAX_IMAGE_PIXELS pixels."""
     path = input_image_path(name)
     try:
-        picture = Image.open(path)
+        with warnings.catch_warnings():  # our own, lower limit follows
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            picture = Image.open(path)
     except (OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"image {name!r} cannot be read as an image: {e}") from e
     width, height = picture.size

@@ -115,7 +115,8 @@ class _Printer:
 
 def _describe(prompt: dict, node_id: str) -> str:
     node = prompt[node_id]
-    title = (node.get("_meta") or {}).get("title")
+    meta = node.get("_meta")
+    title = meta.get("title") if isinstance(meta, dict) else None
     return node["class_type"] + (f" '{title}'" if title and title != node["class_type"] else "")
 
 

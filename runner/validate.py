@@ -31,12 +31,13 @@ def validate_prompt(prompt: Mapping, node_classes: Mapping[str, type]) -> Valida
     without class or of an unknown class, no output node, or no output that passes."""
     prompt = copy.deepcopy(dict(prompt))
     for node_id, node in prompt.items():
-        if "class_type" not in node:
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
             raise PromptError(error("invalid_prompt",
                                     "Cannot execute because a node is missing the class_type property.",
                                     f"Node ID '#{node_id}'"))
         if node["class_type"] not in node_classes:
-            title = (node.get("_meta") or {}).get("title") or node["class_type"]
+            meta = node.get("_meta")
+            title = str(meta.get("title") or node["class_type"]) if isinstance(meta, dict) else node["class_type"]
             raise PromptError(error("missing_node_type",
                                     f"Node '{title}' not found. The custom node may not be installed.",
                                     f"Node ID '#{node_id}'",
