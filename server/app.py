@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import nodes
 from ..nodes import host as hosts
@@ -358,7 +359,10 @@ class PromptServer:
         """Multipart ``image`` (a file), ``type`` (input by default), ``subfolder``, ``overwrite``.
         An existing file of another content is kept: the upload gets ``name (1).ext``. An existing
         output is never overwritten (409) unless the setting ALLOW_OUTPUT_OVERWRITE is true."""
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, HttpProcessingError) as e:  # e.g. a NUL in a part's header
+            raise HTTPError(400, "Malformed multipart body", str(e)) from e
         upload = form.get("image")
         if not isinstance(upload, web.FileField):
             raise HTTPError(400, "the multipart field 'image' must be a file")

@@ -76,7 +76,7 @@ def check_name(path: str) -> None:
         raise BadName(f"{_shown(path)} contains a control character (NUL, newline, ...)")
     for component in path.replace("\\", "/").split("/"):
         try:
-            size = len(os.fsencode(component))
+            size = len(component.encode("utf-8"))  # strict: undecodable request bytes are refused
         except UnicodeEncodeError as e:
             raise BadName(f"{_shown(path)} cannot be a file name: {e.reason}") from None
         if size > NAME_MAX:
