@@ -308,3 +308,17 @@ def test_a_flood_of_requests_is_answered_and_the_server_keeps_serving(url, flood
         answers = list(pool.map(lambda _: FLOODS[flood](url).status_code, range(200)))
     assert answers == [FLOOD_EXPECTED[flood]] * 200
     assert time.monotonic() - start < 60
+
+
+def test_object_info_over_a_model_folder_with_link_loops_answers_quickly(tmp_path):
+    from runner_fakes import FAKE_NODES, headless_host
+
+    host = headless_host(tmp_path)
+    folder = tmp_path / "models" / "diffusion_models"
+    for name in "abcd":
+        (folder / name).symlink_to(".")
+    with running(PromptServer(host, user_dir=tmp_path / "user", node_classes=FAKE_NODES)) as url:
+        start = time.monotonic()
+        info = requests.get(url + "/api/object_info/LoadModel", timeout=60).json()
+        assert time.monotonic() - start < 10
+    assert info["LoadModel"]["input"]["required"]["model_name"][0] == ["tiny.safetensors"]

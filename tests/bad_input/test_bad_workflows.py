@@ -35,9 +35,10 @@ def api(name: str) -> dict:
 
 
 def rejected(executor, workflow, overrides=None) -> PromptError:
-    """The PromptError that refuses ``workflow`` before any work; nothing may have been written."""
+    """The PromptError that refuses ``workflow`` at validation (which runs no node: a regression
+    fails here instead of starting a generation); nothing may have been written."""
     with pytest.raises(PromptError) as caught:
-        executor.run(workflow, overrides)
+        executor.validate(executor.prepare(workflow, overrides))
     assert not pathlib.Path(executor.host.output_dir()).exists()
     return caught.value
 
