@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -13,6 +14,10 @@ from ..wan_core.video_io import save_video
 from . import base, host
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# Input images: larger ones are refused before decoding (a small compressed file can hold a huge
+# image); those above LOADED_PIXELS are downscaled while decoding, since Wan videos are smaller.
+MAX_IMAGE_PIXELS = 8192 * 8192
+LOADED_PIXELS = 4096 * 4096
 
 
 def input_images() -> list[str]:
@@ -52,7 +57,8 @@ class WanRTLoadImage:
     @classmethod
     def VALIDATE_INPUTS(cls, image):
         try:
-            input_image_path(image)
+            with open_image(image):
+                pass
         except ValueError as e:
             return str(e)
         return True
@@ -64,9 +70,33 @@ class WanRTLoadImage:
             return hashlib.sha256(f.read()).hexdigest()
 
     def load(self, image):
-        with Image.open(input_image_path(image)) as picture:
+        with open_image(image) as picture:
+            width, height = picture.size
+            if width * height > LOADED_PIXELS:  # shrink while decoding (JPEG) and right after
+                scale = (LOADED_PIXELS / (width * height)) ** 0.5
+                size = (max(1, int(width * scale)), max(1, int(height * scale)))
+                picture.draft("RGB", size)
+                picture.thumbnail(size, Image.Resampling.LANCZOS)
             rgb = ImageOps.exif_transpose(picture).convert("RGB")
         return (torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None],)
+
+
+def open_image(name: str) -> Image.Image:
+    """Input image ``name``, opened (its header read, nothing decoded). A ValueError names the
+    file if it is missing, not an image, or has more than MAX_IMAGE_PIXELS pixels."""
+    path = input_image_path(name)
+    try:
+        with warnings.catch_warnings():  # our own, lower limit follows
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            picture = Image.open(path)
+    except (OSError, Image.DecompressionBombError) as e:
+        raise ValueError(f"image {name!r} cannot be read as an image: {e}") from e
+    width, height = picture.size
+    if width * height > MAX_IMAGE_PIXELS:
+        picture.close()
+        raise ValueError(f"image {name!r} is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
+                         f"input images may have at most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels")
+    return picture
 
 
 class WanRTSaveVideo:
@@ -114,7 +144,8 @@ class WanRTSaveVideo:
         if prompt is not None:
             metadata = {"prompt": prompt, **metadata}
         [saved] = save_video(images, host.current().output_dir(), filename_prefix, format=format,
-                             fps=fps, crf=crf, quality=quality, metadata=metadata)
+                             fps=fps, crf=crf, quality=quality, metadata=metadata,
+                             check_interrupt=host.current().throw_if_interrupted)
         return {"ui": {"images": [saved.ui()], "animated": [True]}}
 
 

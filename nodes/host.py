@@ -27,6 +27,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 
+from ..wan_core import file_names
+
 # Folder kinds of ComfyUI's folder_paths that WanRT reads, with the sub-folders of a models
 # directory searched for each (ComfyUI's defaults, in its order).
 MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -43,6 +45,10 @@ EXAMPLE_INPUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath
                                  "workflows", "inputs")
 # folder_paths.supported_pt_extensions
 MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
+# Bounds on listing a model folder, so a symlink loop or a folder pointed at "/" stays cheap:
+# sub-folder depth, and folders read per listing.
+MODEL_FOLDER_DEPTH = 8
+MODEL_FOLDER_SCAN_LIMIT = 10_000
 
 ProgressHook = Callable[[int, int, object], None]
 
@@ -76,11 +82,9 @@ class SavedFile:
 
 
 def check_filename_prefix(prefix: str) -> None:
-    """Reject a ``filename_prefix`` that could leave the output directory (absolute or ``..``)."""
-    parts = prefix.replace("\\", "/").split("/")
-    if not prefix or prefix.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", prefix) or ".." in parts:
-        raise ValueError(f"filename_prefix {prefix!r} must be a relative path inside the output "
-                         "directory (no '..', not absolute, not empty)")
+    """Reject a ``filename_prefix`` that could leave the output directory (absolute or ``..``) or
+    whose final or temporary file names could not be written (too long, NUL, ...)."""
+    file_names.check_filename_prefix(prefix)
 
 
 def canonical_folder(folder: str) -> str:
@@ -300,11 +304,7 @@ class HeadlessHost(Host):
     def model_files(self, folder):
         found: dict[str, None] = {}
         for root in self.model_folders(folder):
-            for dirpath, _, filenames in os.walk(root, followlinks=True):
-                for name in filenames:
-                    if os.path.splitext(name)[1].lower() in MODEL_EXTENSIONS:
-                        rel = os.path.relpath(os.path.join(dirpath, name), root)
-                        found[rel.replace(os.sep, "/")] = None
+            found.update(dict.fromkeys(list_model_files(root)))
         return sorted(found)
 
     def model_path(self, folder, filename):
@@ -372,6 +372,36 @@ class HeadlessHost(Host):
 
             self._residency = Residency(self.device(), self.offload_device(), **self._memory)
         return self._residency
+
+
+def list_model_files(root: str) -> list[str]:
+    """Relative paths (forward slashes) of the model files under ``root``. Symlinks are followed,
+    but never into a folder that contains the link (a loop ends there), at most
+    MODEL_FOLDER_DEPTH folders deep and MODEL_FOLDER_SCAN_LIMIT folders in all; unreadable
+    folders are skipped."""
+    found, scanned, todo = [], 0, [(root, "", frozenset())]
+    while todo and scanned < MODEL_FOLDER_SCAN_LIMIT:
+        path, rel, ancestors = todo.pop()
+        try:
+            info = os.stat(path)
+            if (info.st_dev, info.st_ino) in ancestors:
+                continue
+            entries = sorted(os.scandir(path), key=lambda e: e.name, reverse=True)
+        except OSError:  # missing, unreadable, a dangling link or a loop the kernel refuses
+            continue
+        scanned += 1
+        inner = ancestors | {(info.st_dev, info.st_ino)}
+        for entry in entries:
+            name = rel + entry.name
+            try:
+                if entry.is_dir():
+                    if len(inner) <= MODEL_FOLDER_DEPTH:
+                        todo.append((entry.path, name + "/", inner))
+                elif os.path.splitext(entry.name)[1].lower() in MODEL_EXTENSIONS and entry.is_file():
+                    found.append(name)
+            except OSError:
+                continue
+    return found
 
 
 def read_extra_model_paths(path) -> list[tuple[str, str, bool]]:

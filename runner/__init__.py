@@ -29,12 +29,12 @@ __all__ = ["Executor", "RunResult", "Validation", "PromptError", "EventCallback"
 
 
 def load_workflow(path) -> dict:
-    """Read a workflow JSON file (UI or API format)."""
+    """Read a workflow JSON file (UI or API format); a ValueError or OSError names the file."""
     with open(path, encoding="utf-8") as f:
         try:
             workflow = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from e
     if not isinstance(workflow, dict):
         raise ValueError(f"{path}: expected a JSON object (a ComfyUI workflow), got {type(workflow).__name__}")
     return workflow

@@ -1,17 +1,21 @@
 """``python -m wanrt run WORKFLOW.json``: run a workflow headless and report outputs and timings.
 
 Exit status: 0 success, 1 rejected by validation or a node failed, 2 unreadable workflow or bad
-arguments, 130 interrupted (Ctrl-C).
+arguments, 130 interrupted (Ctrl-C, SIGINT), 143 terminated (SIGTERM). An interrupt or SIGTERM at
+any stage stops the running node (the video encoder too) and leaves no temporary file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,22 +84,45 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     executor = Executor(host)
     start = time.perf_counter()
-    try:
-        prompt = executor.prepare(workflow, overrides)
-        if args.attention:
-            set_attention(prompt, args.attention)
-        executor.on_event = _Printer(prompt)
-        # Save nodes embed the UI workflow, as ComfyUI's frontend sends it in extra_pnginfo.
-        extra = {"extra_pnginfo": {"workflow": workflow}} if is_ui_workflow(workflow) else None
-        result = executor.run(prompt, extra_data=extra)
-    except PromptError as e:
-        print(f"wanrt run: {args.workflow} was rejected before running:\n{e}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("wanrt run: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with _sigterm_interrupts() as terminated:
+        try:
+            prompt = executor.prepare(workflow, overrides)
+            if args.attention:
+                set_attention(prompt, args.attention)
+            executor.on_event = _Printer(prompt)
+            # Save nodes embed the UI workflow, as ComfyUI's frontend sends it in extra_pnginfo.
+            extra = {"extra_pnginfo": {"workflow": workflow}} if is_ui_workflow(workflow) else None
+            result = executor.run(prompt, extra_data=extra)
+        except PromptError as e:
+            print(f"wanrt run: {args.workflow} was rejected before running:\n{e}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            print("wanrt run: interrupted", file=sys.stderr)
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     _report(result, prompt, time.perf_counter() - start)
-    return {"success": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
+    interrupted = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    return {"success": EXIT_OK, "interrupted": interrupted}.get(result.status, EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While running, SIGTERM raises KeyboardInterrupt like Ctrl-C, so the running node stops
+    and cleans up (Python's default would end the process on the spot, leaving the encoder
+    running and its temporary file behind). Yields a list that is non-empty once SIGTERM came."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def set_attention(prompt: dict, backend: str) -> None:
@@ -120,7 +147,8 @@ class _Printer:
 
 def _describe(prompt: dict, node_id: str) -> str:
     node = prompt[node_id]
-    title = (node.get("_meta") or {}).get("title")
+    meta = node.get("_meta")
+    title = meta.get("title") if isinstance(meta, dict) else None
     return node["class_type"] + (f" '{title}'" if title and title != node["class_type"] else "")
 
 

@@ -29,18 +29,32 @@ def is_ui_workflow(data) -> bool:
 
 def to_api_prompt(workflow: Mapping, node_classes: Mapping[str, type]) -> dict:
     """The API prompt ``{node_id: {"class_type", "inputs", "_meta"}}`` of a UI workflow, an API
-    prompt or a ``POST /prompt`` body ``{"prompt": {...}}``. The input is not modified."""
+    prompt or a ``POST /prompt`` body ``{"prompt": {...}}``. The input is not modified. Anything
+    malformed is a PromptError."""
     if is_ui_workflow(workflow):
-        return _Converter(workflow, node_classes).convert()
+        try:
+            return _Converter(workflow, node_classes).convert()
+        except PromptError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as e:
+            raise PromptError(error("invalid_prompt", "Malformed UI workflow",
+                                    f"{type(e).__name__}: {e} (a node or link lacks a field or has one of "
+                                    "the wrong type)")) from e
     prompt = workflow.get("prompt") if isinstance(workflow, dict) and isinstance(workflow.get("prompt"), dict) \
         else workflow
     if not isinstance(prompt, dict) or not all(isinstance(node, dict) for node in prompt.values()):
         raise PromptError(error(
             "invalid_prompt", "Not a ComfyUI workflow",
             "expected UI JSON with 'nodes' and 'links', or an API prompt {node_id: {class_type, inputs}}"))
-    api = {str(node_id): copy.deepcopy(node) for node_id, node in prompt.items()}
-    for node in api.values():
+    try:
+        api = {str(node_id): copy.deepcopy(node) for node_id, node in prompt.items()}
+    except RecursionError as e:
+        raise PromptError(error("invalid_prompt", "Not a ComfyUI workflow", "it nests too deeply")) from e
+    for node_id, node in api.items():
         node.setdefault("inputs", {})
+        if not isinstance(node["inputs"], dict):
+            raise PromptError(error("invalid_prompt", "Bad node inputs",
+                                    f"node {node_id}: 'inputs' must be an object {{name: value}}", node_id=node_id))
     return api
 
 

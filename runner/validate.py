@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import math
 import traceback
 from collections.abc import Mapping
 
@@ -30,12 +31,13 @@ def validate_prompt(prompt: Mapping, node_classes: Mapping[str, type]) -> Valida
     without class or of an unknown class, no output node, or no output that passes."""
     prompt = copy.deepcopy(dict(prompt))
     for node_id, node in prompt.items():
-        if "class_type" not in node:
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
             raise PromptError(error("invalid_prompt",
                                     "Cannot execute because a node is missing the class_type property.",
                                     f"Node ID '#{node_id}'"))
         if node["class_type"] not in node_classes:
-            title = (node.get("_meta") or {}).get("title") or node["class_type"]
+            meta = node.get("_meta")
+            title = str(meta.get("title") or node["class_type"]) if isinstance(meta, dict) else node["class_type"]
             raise PromptError(error("missing_node_type",
                                     f"Node '{title}' not found. The custom node may not be installed.",
                                     f"Node ID '#{node_id}'",
@@ -166,11 +168,14 @@ def _check_value(inputs: dict, name: str, spec: InputSpec, *, skip_builtin_check
     if isinstance(spec.type, str) and spec.type in _COERCE:
         try:
             value = _COERCE[spec.type](value)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             return error("invalid_input_type", f"Failed to convert an input value to a {spec.type} value",
                          f"{name}, {value}, {e}", input_name=name, input_config=config, received_value=value,
                          exception_message=str(e))
     inputs[name] = value
+    if spec.type == "FLOAT" and not math.isfinite(value):
+        return error("invalid_input_type", "A FLOAT input must be a finite number", f"{name}, {value}",
+                     input_name=name, input_config=config, received_value=str(value))
     if skip_builtin_checks:
         return None
     if "min" in spec.options and value < spec.options["min"]:

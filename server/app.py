@@ -10,9 +10,10 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import nodes
 from ..nodes import host as hosts
@@ -20,7 +21,7 @@ from ..runner import Executor, PromptError, Validation
 from ..runner.errors import error
 from . import files, object_info, system, templates
 from .clients import Clients
-from .errors import HTTPError, error_middleware, read_json, same_origin_middleware
+from .errors import HTTPError, error_middleware, loopback_host_middleware, read_json, same_origin_middleware
 from .queue import JOB_STATUSES, Job, PromptQueue
 from .userdata import UserData
 from .worker import Worker
@@ -31,6 +32,8 @@ MiB = 1024 * 1024
 DEFAULT_MAX_BODY = 100 * MiB  # ComfyUI's default --max-upload-size: any request body, uploads included
 # Keys of extra_data the frontend fills with comfy.org credentials: never stored or echoed.
 SENSITIVE_EXTRA_DATA = ("auth_token_comfy_org", "api_key_comfy_org")
+# The user setting that lets POST /upload/image with type=output&overwrite=true replace an output.
+ALLOW_OUTPUT_OVERWRITE = "WanRT.Upload.AllowOverwritingOutputs"
 
 
 def frontend_dir() -> str:
@@ -49,12 +52,15 @@ class PromptServer:
 
     ``node_classes`` / ``display_names`` default to the package's node registry.
     ``max_body`` bounds every request body (JSON and uploads): larger ones get 413.
+    ``allowed_hosts``: more ``Host`` names than the loopback ones that requests arriving on a
+    loopback address may carry (a reverse proxy's name); see :func:`errors.loopback_host_middleware`.
     """
 
     def __init__(self, host: hosts.HeadlessHost, *, user_dir, node_classes: Mapping[str, type] | None = None,
                  display_names: Mapping[str, str] | None = None, max_body: int = DEFAULT_MAX_BODY,
-                 static_dir: str | None = None):
+                 static_dir: str | None = None, allowed_hosts: Iterable[str] = ()):
         self.host = host
+        self.allowed_hosts = frozenset(name.lower() for name in allowed_hosts)
         self.node_classes = node_classes if node_classes is not None else nodes.runner_node_classes()
         self.display_names = display_names if display_names is not None else nodes.runner_display_names()
         self.max_body = max_body
@@ -68,7 +74,8 @@ class PromptServer:
         self.user = UserData(user_dir)
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body, middlewares=[same_origin_middleware, error_middleware])
+        app = web.Application(client_max_size=self.max_body, middlewares=[
+            loopback_host_middleware(self.allowed_hosts), same_origin_middleware, error_middleware])
         for method, path, handler in self.routes() + self.user.routes() + templates.routes():
             app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
@@ -340,16 +347,22 @@ class PromptServer:
             path = files.inside(root, request.query.get("subfolder", ""), filename)
         except files.UnsafePath as e:
             raise HTTPError(403, "The file is outside the output, input and temp folders", str(e)) from e
+        except files.BadName as e:
+            raise HTTPError(400, "Bad file name", str(e)) from e
         except ValueError as e:
             raise HTTPError(400, "Bad file type", str(e)) from e
         if not os.path.isfile(path):
             raise HTTPError(404, f"no {type_} file {request.query['filename']!r}")
-        return web.FileResponse(path, headers={"Content-Disposition": f'filename="{os.path.basename(path)}"'})
+        return files.file_response(path, files.MEDIA_TYPES)
 
     async def upload_image(self, request):
         """Multipart ``image`` (a file), ``type`` (input by default), ``subfolder``, ``overwrite``.
-        An existing file of another content is kept: the upload gets ``name (1).ext``."""
-        form = await request.post()
+        An existing file of another content is kept: the upload gets ``name (1).ext``. An existing
+        output is never overwritten (409) unless the setting ALLOW_OUTPUT_OVERWRITE is true."""
+        try:
+            form = await request.post()
+        except (ValueError, HttpProcessingError) as e:  # e.g. a NUL in a part's header
+            raise HTTPError(400, "Malformed multipart body", str(e)) from e
         upload = form.get("image")
         if not isinstance(upload, web.FileField):
             raise HTTPError(400, "the multipart field 'image' must be a file")
@@ -360,12 +373,17 @@ class PromptServer:
             root = files.folder(self.host, type_)
             name = files.check_filename(upload.filename)
             directory = os.path.dirname(files.inside(root, subfolder, name))
-        except files.UnsafePath as e:
+        except (files.UnsafePath, files.BadName) as e:
             raise HTTPError(400, "Bad upload name or subfolder", str(e)) from e
         except ValueError as e:
             raise HTTPError(400, "Bad upload type", str(e)) from e
         data = upload.file.read()
         path = os.path.join(directory, name)
+        if overwrite and type_ == "output" and os.path.exists(path) \
+                and self.user.settings().get(ALLOW_OUTPUT_OVERWRITE) is not True:
+            raise HTTPError(409, "An upload may not replace an output", f"{subfolder + '/' if subfolder else ''}"
+                            f"{name} exists in the output folder; set {ALLOW_OUTPUT_OVERWRITE} to true to "
+                            "allow uploads to replace outputs")
         if os.path.exists(path) and not overwrite and not _same_content(path, data):
             name = files.free_name(directory, name)
             path = os.path.join(directory, name)

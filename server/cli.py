@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                              "there if missing)")
     parser.add_argument("--temp-dir", help="temporary outputs (default: the system temp folder/wanrt)")
     parser.add_argument("--user-dir", default="user", help="settings and saved workflows (default ./user)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="a Host name, besides localhost and loopback addresses, that requests arriving on "
+                             "a loopback address may use, e.g. the name a reverse proxy forwards (repeatable); "
+                             "other names are refused as DNS rebinding")
     parser.add_argument("--max-upload-size", type=float, default=100, metavar="MB",
                         help="largest request body in MiB, uploads included (default 100, as ComfyUI)")
 
@@ -38,7 +42,8 @@ def serve(args: argparse.Namespace) -> int:
         host = HeadlessHost.from_paths(args.models_dir, args.extra_model_paths, output_dir=args.output_dir,
                                        input_dir=args.input_dir, temp_dir=args.temp_dir)
         _copy_missing(os.path.join(WORKFLOWS_DIR, "inputs"), host.input_dir())
-        server = PromptServer(host, user_dir=args.user_dir, max_body=int(args.max_upload_size * MiB))
+        server = PromptServer(host, user_dir=args.user_dir, max_body=int(args.max_upload_size * MiB),
+                              allowed_hosts=args.allow_host)
     except (OSError, ValueError, ImportError) as e:
         print(f"wanrt serve: {e}", file=sys.stderr)
         return 2

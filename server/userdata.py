@@ -11,7 +11,7 @@ import shutil
 from aiohttp import web
 
 from .errors import HTTPError, read_json
-from .files import UnsafePath, inside, write_atomic
+from .files import USER_TYPES, BadName, UnsafePath, file_response, inside, write_atomic
 
 USER = "default"
 SETTINGS_FILE = "comfy.settings.json"
@@ -86,6 +86,8 @@ class UserData:
             return inside(self.root, relative)
         except UnsafePath as e:
             raise HTTPError(403, f"user file {relative!r} is outside the user folder") from e
+        except BadName as e:
+            raise HTTPError(400, "Bad user file name", str(e)) from e
 
     def _info(self, path: str) -> dict:
         stat = os.stat(path)
@@ -128,7 +130,7 @@ class UserData:
     def _file(self, relative: str) -> web.StreamResponse:
         path = self._path(relative)
         if os.path.isfile(path):
-            return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+            return file_response(path, USER_TYPES, **{"Cache-Control": "no-cache"})
         if relative in DEFAULT_FILES:
             content_type, body = DEFAULT_FILES[relative]
             return web.Response(body=body, content_type=content_type)

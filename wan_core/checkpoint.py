@@ -9,6 +9,7 @@ file and the first offending key.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -104,22 +105,50 @@ def _read_safetensors_header(path: Path) -> tuple[dict, int]:
                                   f"(header length {n}, file size {size})")
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise CheckpointError(f"{path}: corrupt safetensors header: {e}") from e
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt safetensors header")
+        raise CheckpointError(f"{path}: corrupt safetensors header: a JSON {type(header).__name__}, "
+                              "not an object")
     data_start = 8 + n
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: corrupt safetensors header: __metadata__ must map names to strings")
     for key, entry in header.items():
-        if key == "__metadata__":
-            continue
-        if entry.get("dtype") not in SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {entry.get('dtype')!r}")
-        begin, end = entry["data_offsets"]
-        if data_start + end > size:
-            raise CheckpointError(
-                f"{path}: file is truncated: tensor {key!r} needs bytes up to {data_start + end} "
-                f"but the file has {size}; download it again")
+        if key != "__metadata__":
+            _check_header_entry(path, key, entry, data_start, size)
     return header, data_start
+
+
+def _check_header_entry(path: Path, key: str, entry, data_start: int, size: int) -> None:
+    """One tensor's ``{"dtype", "shape", "data_offsets": [begin, end]}``: known dtype, a shape of
+    non-negative ints whose byte size is ``end - begin``, inside the file."""
+    def corrupt(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: corrupt safetensors header: tensor {key!r} {why}")
+
+    if not isinstance(entry, dict):
+        raise corrupt(f"is a JSON {type(entry).__name__}, not an object")
+    if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in SAFETENSORS_DTYPES:
+        raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {entry.get('dtype')!r}")
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise corrupt(f"has shape {shape!r}, not a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets) \
+            or offsets[0] > offsets[1]:
+        raise corrupt(f"has data_offsets {offsets!r}, not [begin, end] with 0 <= begin <= end")
+    begin, end = offsets
+    if data_start + end > size:
+        raise CheckpointError(
+            f"{path}: file is truncated: tensor {key!r} needs bytes up to {data_start + end} "
+            f"but the file has {size}; download it again")
+    nbytes = math.prod(shape) * SAFETENSORS_DTYPES[entry["dtype"]].itemsize
+    if nbytes != end - begin:
+        raise corrupt(f"of shape {shape} {entry['dtype']} needs {nbytes} bytes, but its data_offsets "
+                      f"span {end - begin}")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _safetensors_reader(path: Path, begin: int, end: int, dtype: torch.dtype, shape):

@@ -15,12 +15,14 @@ text chunks (as ``SaveImage``). GIF carries none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import secrets
+import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,12 +32,14 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
+from .file_names import PART_PATTERN, check_filename_prefix, final_name, part_name
 from .optional_deps import require
 
 FORMATS = ("mp4", "webp", "gif", "png")
 EXIF_PROMPT = 0x0110  # "Model"; ComfyUI puts "prompt:<json>" here
 EXIF_FIRST_EXTRA = 0x010F  # "Make"; further keys count down from here
 MP4_CONTAINER_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"}  # ffmpeg's
+STALE_PART_SECONDS = 3600.0  # a temporary file untouched this long belongs to a killed run
 
 
 class VideoWriteError(RuntimeError):
@@ -69,15 +73,10 @@ def to_uint8_frames(frames) -> np.ndarray:
 
 
 def resolve_prefix(output_dir, filename_prefix: str) -> tuple[Path, str, str]:
-    """``filename_prefix`` (``"video/Wan"``) → (folder, file name prefix, subfolder). Absolute
-    paths, ``..`` and anything resolving outside ``output_dir`` are a ValueError."""
-    pure = PurePath(filename_prefix)
-    if not filename_prefix or pure.is_absolute() or pure.anchor or ".." in pure.parts:
-        raise ValueError(f"filename_prefix {filename_prefix!r} must be a relative path inside the "
-                         "output folder (no '..', not absolute)")
+    """``filename_prefix`` (``"video/Wan"``) → (folder, file name prefix, subfolder). A prefix that
+    fails :func:`check_filename_prefix` or resolves outside ``output_dir`` is a ValueError."""
+    check_filename_prefix(filename_prefix)
     subfolder, name = os.path.split(os.path.normpath(filename_prefix))
-    if not name or name == ".":
-        raise ValueError(f"filename_prefix {filename_prefix!r} has no file name part")
     root = Path(output_dir).resolve()
     folder = (root / subfolder).resolve()
     if not folder.is_relative_to(root):
@@ -97,7 +96,7 @@ def _publish(tmp: Path, folder: Path, name: str, ext: str, counter: int) -> Path
     """Give ``tmp`` its final name ``{name}_{counter:05}_.{ext}``, taking the next free counter
     if another writer got there first; never replaces an existing file."""
     while True:
-        dst = folder / f"{name}_{counter:05}_.{ext}"
+        dst = folder / final_name(name, counter, ext)
         try:
             os.link(tmp, dst)
         except FileExistsError:
@@ -116,13 +115,32 @@ def _publish(tmp: Path, folder: Path, name: str, ext: str, counter: int) -> Path
 def _write_new(folder: Path, name: str, ext: str, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp_path)`` on a hidden temporary file in ``folder``, then publish it."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}_{secrets.token_hex(6)}.{ext}.part"
+    remove_stale_parts(folder)
+    tmp = folder / part_name(name, ext)
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies
     try:
         write(tmp)
         return _publish(tmp, folder, name, ext, next_counter(folder, name))
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_parts(folder: Path, older_than: float = STALE_PART_SECONDS) -> list[Path]:
+    """Delete the temporary files of writers that died (killed runs) in ``folder``: only regular
+    files named like ours (``.{name}_{12 hex}.{ext}.part``) and untouched for ``older_than``
+    seconds, since a live writer (or an encoder it left running) keeps its file's mtime fresh."""
+    removed, now = [], time.time()
+    for entry in os.scandir(folder):
+        if not PART_PATTERN.match(entry.name):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > older_than:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except FileNotFoundError:  # another writer removed it first
+            pass
+    return removed
 
 
 def _ff_escape(text: str) -> str:
@@ -163,7 +181,7 @@ def _ffmpeg_exe() -> str:
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int,
-               metadata: Mapping[str, object]) -> None:
+               metadata: Mapping[str, object], check_interrupt: Callable[[], None]) -> None:
     frames = _pad_to_even(frames)
     t, h, w, _ = frames.shape
     with tempfile.TemporaryDirectory() as scratch:
@@ -179,13 +197,20 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int,
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                     stderr=log)
             try:
-                for frame in frames:
-                    proc.stdin.write(frame.tobytes())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass  # ffmpeg quit early; its exit code and log say why
-            finally:
+                try:
+                    for frame in frames:
+                        check_interrupt()
+                        proc.stdin.write(frame.tobytes())
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass  # ffmpeg quit early; its exit code and log say why
                 code = proc.wait()
+            except BaseException:  # interrupted (Ctrl-C, SIGTERM, the host): stop the encoder now
+                proc.kill()
+                proc.wait()
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+                raise
             if code != 0:
                 log.seek(0)
                 tail = log.read().decode(errors="replace").strip()[-2000:]
@@ -213,13 +238,16 @@ def _write_animation(path: Path, frames: np.ndarray, fps: float, fmt: str, **opt
 
 def save_video(frames, output_dir, filename_prefix: str = "WanRT", *, format: str = "mp4",
                fps: float = 16.0, crf: int = 19, quality: int = 90, lossless: bool = False,
-               metadata: Mapping[str, object] | None = None) -> list[SavedFile]:
+               metadata: Mapping[str, object] | None = None,
+               check_interrupt: Callable[[], None] = lambda: None) -> list[SavedFile]:
     """Save ``frames`` ``[T, H, W, 3]`` (float in [0, 1] or uint8) under ``output_dir``.
 
     ``format``: ``mp4`` (H.264 yuv420p, quality ``crf`` 0–51, lower is better; odd sizes are
     padded to even by repeating the last row/column), ``webp`` (``quality`` 0–100 or
     ``lossless``), ``gif`` or ``png`` (one ``{prefix}_{counter:05}_.png`` per frame, like
     ``SaveImage``; if one fails, the frames already written are removed). Returns the files.
+    ``check_interrupt`` is called before each frame is encoded; what it raises stops the write
+    (an interrupt, Ctrl-C or SIGTERM also stops ffmpeg), and no file is left behind.
     Pillow merges identical consecutive webp/gif frames into one longer frame.
     """
     if format not in FORMATS:
@@ -235,7 +263,7 @@ def save_video(frames, output_dir, filename_prefix: str = "WanRT", *, format: st
     metadata = dict(metadata or {})
 
     if format == "mp4":
-        writers = [lambda p: _write_mp4(p, frames, fps, crf, metadata)]
+        writers = [lambda p: _write_mp4(p, frames, fps, crf, metadata, check_interrupt)]
     elif format == "webp":
         writers = [lambda p: _write_animation(p, frames, fps, "WEBP", quality=quality,
                                               lossless=lossless, method=4,
