@@ -2,7 +2,9 @@
 
 Inside ComfyUI the input is ComfyUI's ``ModelPatcher`` (from ``UNETLoader`` /
 ``LoraLoaderModelOnly``); the ComfyUI-specific part lives in ``comfy_wan.py`` and is imported only
-when such a model arrives. Any other model type is a TypeError naming the node and input.
+when such a model arrives. In ``wanrt run`` / ``wanrt serve`` the core nodes' MODEL is a
+``nodes.core.CoreModel``, accelerated by ``nodes.core.accelerate``. Any other model type is a
+TypeError naming the node and input.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class WanRTAccelerate:
         }}
 
     def accelerate(self, model, compile, attention):
+        from .core.model import CoreModel
+        if isinstance(model, CoreModel):
+            from .core.accelerate import accelerate_core_model
+            return (accelerate_core_model(model, compile, attention),)
         if not is_comfy_model_patcher(model):
             raise TypeError(f"WanRT Accelerate: input 'model' must be ComfyUI's MODEL (a "
                             f"ModelPatcher from Load Diffusion Model), got {type(model).__name__}")

@@ -8,7 +8,6 @@ import json
 import pathlib
 
 import pytest
-from native_examples_stub import ACCELERATE
 from test_core_templates import template
 
 import wanrt
@@ -23,11 +22,6 @@ EXAMPLES = ["wan2.1_flf2v_720p_14B", "wan2.1_i2v_480p_14B", "wan2.1_t2v_1.3B", "
             "wan2.2_t2v_A14B", "wan2.2_ti2v_5B"]
 LORA_EXAMPLES = ["wan2.2_i2v_A14B_4step_lora", "wan2.2_t2v_A14B_4step_lora"]
 LATENT, SAMPLER, SECOND_SAMPLER, ACCELERATORS = "8", "9", "21", ("2", "19")
-
-
-def node_classes() -> dict:
-    """The runner's nodes; WanRTAccelerate as the agreed stand-in until its branch is merged."""
-    return {"WanRTAccelerate": ACCELERATE, **runner_node_classes()}
 
 
 def load(path: pathlib.Path) -> dict:
@@ -45,7 +39,7 @@ def test_every_example_has_a_native_flavour_in_both_formats():
 @pytest.mark.parametrize("name", EXAMPLES + LORA_EXAMPLES)
 def test_api_file_is_the_runner_conversion_of_the_ui_file(tiny_models, name):
     with hosts.activate(hosts.HeadlessHost.from_paths(tiny_models)):
-        assert to_api_prompt(load(NATIVE / f"{name}.json"), node_classes()) == load(NATIVE / "api" / f"{name}.json")
+        assert to_api_prompt(load(NATIVE / f"{name}.json"), runner_node_classes()) == load(NATIVE / "api" / f"{name}.json")
 
 
 @pytest.mark.parametrize("name", EXAMPLES + LORA_EXAMPLES)
@@ -67,7 +61,7 @@ def test_accelerate_follows_every_diffusion_model(name):
 def test_lora_examples_use_the_settings_of_comfyuis_template(tiny_models, name, template_name, subgraph):
     ours = load(NATIVE / "api" / f"{name}.json")
     with hosts.activate(hosts.HeadlessHost.from_paths(tiny_models)):
-        theirs = to_api_prompt(template(template_name), node_classes())
+        theirs = to_api_prompt(template(template_name), runner_node_classes())
     # the template's LoRA path: its switches' on_true inputs (steps, split, cfg) and LoRA files
     on_true = {theirs[i]["_meta"]["title"]: theirs[theirs[i]["inputs"]["on_true"][0]]["inputs"].get("value")
                for i, n in theirs.items() if n["class_type"] == "ComfySwitchNode"}
@@ -101,7 +95,7 @@ def tiny(prompt: dict) -> dict:
 def test_native_example_runs_headless(tiny_models, tmp_path, name):
     prompt = load(NATIVE / "api" / f"{name}.json")
     host = hosts.HeadlessHost.from_paths(tiny_models, output_dir=tmp_path, show_progress=False)
-    result = Executor(host, node_classes()).run(prompt, tiny(prompt))
+    result = Executor(host, runner_node_classes()).run(prompt, tiny(prompt))
     assert result.ok, result.error
     (video,) = result.files
     assert read_video(video).shape == (5, 32, 32, 3)

@@ -6,20 +6,16 @@ backends; the loader's (cached) model is left as it was."""
 from __future__ import annotations
 
 from ...wan_core.compile import compile_dit
-from ..compilation import weight_sharing_copy
+from ...wan_core.dit.model import weight_sharing_copy
+from ..accelerate import ATTENTION, COMPILE_MODES
 from .model import CoreModel
-
-# WanRTAccelerate's attention choices -> wan_core.attention backends
-ATTENTION = {"auto": "auto", "sdpa": "sdpa", "cudnn": "sdpa-cudnn", "flash": "sdpa-flash",
-             "efficient": "sdpa-efficient"}
-COMPILE = ("off", "blocks", "full")
 
 
 def accelerate_core_model(model: CoreModel, compile: str = "blocks", attention: str = "auto") -> CoreModel:
     """A CoreModel whose DiT (sharing the input's weights) runs ``attention`` and is compiled per
     ``compile`` on its first call (``off``: the platform's fused layers only)."""
-    if compile not in COMPILE or attention not in ATTENTION:
-        raise ValueError(f"compile must be one of {COMPILE} and attention one of {tuple(ATTENTION)}; "
+    if compile not in COMPILE_MODES or attention not in ATTENTION:
+        raise ValueError(f"compile must be one of {COMPILE_MODES} and attention one of {tuple(ATTENTION)}; "
                          f"got {compile!r}, {attention!r}")
     dit = weight_sharing_copy(model.dit)
     dit.set_attention_backend(ATTENTION[attention])
