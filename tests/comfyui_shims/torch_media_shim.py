@@ -5,14 +5,18 @@ calls them, and PyPI's Linux wheels of both need the CUDA build of torch (7 GB) 
 CPU build CI installs. This finder serves every ``torchvision.*`` / ``torchaudio.*`` module as an
 empty package whose attributes are placeholders: importing and subclassing work, calling one
 raises, so a Wan test that reached them would fail loudly rather than pass on a stub.
+``WANRT_COMFYUI_SHIMS`` (comma-separated) replaces the list: the GPU machine, which lacks PyAV and
+cannot take its 35 MB wheel beside comfy-kitchen's, runs ``bench/comfyui_accelerate.py`` with
+``torchvision,torchaudio,av`` (PyAV is ComfyUI's video file I/O, never the Wan sampling path).
 """
 
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 import types
 
-SHIMMED = ("torchvision", "torchaudio")
+SHIMMED = tuple(os.environ.get("WANRT_COMFYUI_SHIMS", "torchvision,torchaudio").split(","))
 
 
 class Absent:
