@@ -94,8 +94,9 @@ def test_the_frontend_runs_an_example_workflow_and_shows_its_video(served, tmp_p
     assert types[0] == "status" and frames[0]["data"]["sid"]
     assert {"feature_flags", "execution_start", "executing", "progress", "progress_state",
             "execution_success"} <= set(types)
-    steps = [f["data"]["value"] for f in frames if f["type"] == "progress"]
-    assert steps == [1, 2]  # the sampler's two steps reached the page
+    progress = [(f["data"]["node"], f["data"]["value"], f["data"]["max"]) for f in frames if f["type"] == "progress"]
+    assert progress == [("7", 1, 2), ("7", 2, 2),  # the sampler's two steps reached the page,
+                        ("8", 1, 2), ("8", 2, 2)]  # then VAE decode's two latent frames
 
     [loader_error] = node_errors["1"]["errors"]
     assert loader_error["type"] == "custom_validation_failed" and "not_downloaded" in loader_error["details"]
