@@ -3,10 +3,10 @@ to the diffusion model, for WanRT Sampler."""
 
 from __future__ import annotations
 
+from ..wan_core.dit.model import weight_sharing_copy
 from ..wan_core.step_cache import FEW_STEPS, POLICIES, StepCache, make_policy
 from ..wan_core.step_cache.published import CONSTANTS
 from . import base
-from .compilation import weight_sharing_copy
 
 
 class WanRTStepCache:

@@ -5,7 +5,7 @@ backends; the loader's (cached) model is left as it was."""
 
 from __future__ import annotations
 
-from ...wan_core.compile import compile_dit
+from ...wan_core import runtime
 from ...wan_core.dit.model import weight_sharing_copy
 from ..accelerate import ATTENTION, COMPILE_MODES
 from .model import CoreModel
@@ -17,6 +17,7 @@ def accelerate_core_model(model: CoreModel, compile: str = "blocks", attention: 
     if compile not in COMPILE_MODES or attention not in ATTENTION:
         raise ValueError(f"compile must be one of {COMPILE_MODES} and attention one of {tuple(ATTENTION)}; "
                          f"got {compile!r}, {attention!r}")
-    dit = weight_sharing_copy(model.dit)
-    dit.set_attention_backend(ATTENTION[attention])
-    return model.with_dit(compile_dit(dit, compile) if compile != "off" else dit)
+    options = runtime.RuntimeOptions.from_env(
+        attention=runtime.AttentionOptions(backend=ATTENTION[attention]),
+        compile=runtime.CompileOptions(compile))
+    return model.with_dit(runtime.apply(weight_sharing_copy(model.dit), options))
