@@ -140,6 +140,8 @@ class WanRTSaveVideo:
 
     def save(self, images, filename_prefix, format, fps, quality, crf, prompt=None,
              extra_pnginfo=None):
+        if not host.current().writes_outputs:
+            return {"ui": {"images": [], "animated": [True]}}
         metadata = dict(extra_pnginfo or {})  # {"workflow": the UI JSON} from the frontend
         if prompt is not None:
             metadata = {"prompt": prompt, **metadata}

@@ -97,6 +97,8 @@ class Host:
     # Called on every progress update with (value, total, preview) by hosts that draw their own
     # progress (headless); the runner sets it to forward progress events.
     on_progress: ProgressHook | None = None
+    # False on the ranks of a parallel run other than rank 0: save nodes write nothing there.
+    writes_outputs = True
 
     def model_folders(self, folder: str) -> list[str]:
         """Directories searched for ``folder`` ("diffusion_models", "vae", "unet", ...)."""

@@ -23,6 +23,7 @@ WEIGHT_DTYPES = {
     "default": (None, False, False),
     "bf16": (torch.bfloat16, False, False),
     "fp16": (torch.float16, False, False),
+    "fp32": (torch.float32, False, False),
     "fp8_e4m3fn": (None, True, False),
     "fp8_e4m3fn_fast": (None, True, True),
 }
@@ -47,7 +48,8 @@ class WanRTLoadDiffusionModel:
             "weight_dtype": (list(WEIGHT_DTYPES), {
                 "default": "default",
                 "tooltip": "Weight and compute dtype. default: bf16 (fp16 where the device has no "
-                           "bf16). fp8_e4m3fn: an fp8 file's weights stay fp8 in memory and are "
+                           "bf16); fp32: exact, twice the memory of bf16. fp8_e4m3fn: an fp8 "
+                           "file's weights stay fp8 in memory and are "
                            "dequantised per matmul (half the memory); other files load as "
                            "default. fp8_e4m3fn_fast: the same, and the transformer blocks "
                            "multiply in fp8 (activations rounded to fp8 per token, ~2% error) on "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "attention input), e.g. sage8 for 8-bit attention; per-step / per-block "
                              "exclusions are inputs of the Compile node (--set ID.dense_first_steps=2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_parallel_arguments(parser)
     memory = parser.add_argument_group("GPU memory (see wan_core/residency.py)")
     memory.add_argument("--low-vram", action="store_true", help="park the diffusion model in CPU "
                         "memory when sampling ends, so the encoders and the VAE get the whole GPU")
@@ -43,6 +45,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     memory.add_argument("--vram-budget", type=float, metavar="GIB",
                         help="the most GPU memory all models may hold at once; older idle ones "
                              "are parked in CPU memory to stay under it")
+
+
+def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("several GPUs (under torchrun --nproc-per-node N; see "
+                                      "wan_core/parallel)")
+    group.add_argument("--parallel", metavar="MODE", help="split each sampling step over the "
+                       "processes: cfg (cond / uncond on 2 ranks), ulysses or ring (tokens over "
+                       "N ranks; ulysses needs N to divide the head count), cfg+ulysses, cfg+ring")
+    group.add_argument("--parallel-timeout", type=float, default=600, metavar="SECONDS",
+                       help="a rank that waits this long for another fails the run, naming the "
+                            "rank that hung or died (default 600)")
+
+
+def join_parallel(args: argparse.Namespace, prog: str):
+    """``wan_core.parallel.init`` for ``--parallel`` (None without it); a usage error prints
+    and raises SystemExit(EXIT_USAGE)."""
+    if not args.parallel:
+        return None
+    from ..wan_core import parallel
+
+    try:
+        return parallel.init(args.parallel, timeout_s=args.parallel_timeout)
+    except (parallel.ParallelConfigError, RuntimeError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+@contextlib.contextmanager
+def writer_output(mesh):
+    """Rank 0 prints as one process would; the other ranks print only their errors."""
+    if mesh is None or mesh.is_writer:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
 
 
 def parse_overrides(items: list[str]) -> dict[str, object]:
@@ -66,9 +103,23 @@ def memory_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    mesh = join_parallel(args, "wanrt run")
+    try:
+        with writer_output(mesh):
+            return _run(args, mesh)
+    finally:
+        if mesh is not None:
+            from ..wan_core import parallel
+            parallel.shutdown()
+
+
+def _run(args: argparse.Namespace, mesh) -> int:
     from ..nodes.host import HeadlessHost
     from . import Executor, PromptError, load_workflow
     from .convert import is_ui_workflow
+
+    prog = "wanrt run" if mesh is None else f"wanrt run (rank {mesh.rank})"
+    writer = mesh is None or mesh.is_writer
 
     try:
         workflow = load_workflow(args.workflow)
@@ -77,11 +128,12 @@ def run(args: argparse.Namespace) -> int:
             from ..wan_core.attention import get_backend
             get_backend(args.attention)  # ValueError listing the names
         host = HeadlessHost.from_paths(args.models_dir, args.extra_model_paths, output_dir=args.output_dir,
-                                       input_dir=args.input_dir, show_progress=not args.no_progress,
+                                       input_dir=args.input_dir, show_progress=writer and not args.no_progress,
                                        memory=memory_options(args))
     except (OSError, ValueError, ImportError) as e:
-        print(f"wanrt run: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    host.writes_outputs = writer
     executor = Executor(host)
     start = time.perf_counter()
     with _sigterm_interrupts() as terminated:
@@ -89,17 +141,21 @@ def run(args: argparse.Namespace) -> int:
             prompt = executor.prepare(workflow, overrides)
             if args.attention:
                 set_attention(prompt, args.attention)
-            executor.on_event = _Printer(prompt)
+            executor.on_event = _Printer(prompt) if writer else None
             # Save nodes embed the UI workflow, as ComfyUI's frontend sends it in extra_pnginfo.
             extra = {"extra_pnginfo": {"workflow": workflow}} if is_ui_workflow(workflow) else None
             result = executor.run(prompt, extra_data=extra)
         except PromptError as e:
-            print(f"wanrt run: {args.workflow} was rejected before running:\n{e}", file=sys.stderr)
+            print(f"{prog}: {args.workflow} was rejected before running:\n{e}", file=sys.stderr)
             return EXIT_FAILED
         except KeyboardInterrupt:
-            print("wanrt run: interrupted", file=sys.stderr)
+            print(f"{prog}: interrupted", file=sys.stderr)
             return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-    _report(result, prompt, time.perf_counter() - start)
+    _report(result, prompt, time.perf_counter() - start, prog)
+    if mesh is not None and result.status == "error":
+        from ..wan_core import parallel
+        if (stalled := parallel.unresponsive_ranks()) is not None:
+            print(f"{prog}: {stalled}", file=sys.stderr)
     interrupted = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     return {"success": EXIT_OK, "interrupted": interrupted}.get(result.status, EXIT_FAILED)
 
@@ -152,7 +208,7 @@ def _describe(prompt: dict, node_id: str) -> str:
     return node["class_type"] + (f" '{title}'" if title and title != node["class_type"] else "")
 
 
-def _report(result, prompt: dict, seconds: float) -> None:
+def _report(result, prompt: dict, seconds: float, prog: str = "wanrt run") -> None:
     if result.outputs:
         print("outputs:")
         for node_id, ui in result.outputs.items():
@@ -169,9 +225,9 @@ def _report(result, prompt: dict, seconds: float) -> None:
         print(f"  {'cached':>10}  nodes {', '.join(result.cached)}")
     if result.status == "error":
         err = result.error
-        print(f"wanrt run: node {err['node_id']} ({_describe(prompt, err['node_id'])}) failed: "
+        print(f"{prog}: node {err['node_id']} ({_describe(prompt, err['node_id'])}) failed: "
               f"{err['exception_type']}: {err['exception_message']}", file=sys.stderr)
     elif result.status == "interrupted":
-        print(f"wanrt run: interrupted at node {result.error['node_id']}", file=sys.stderr)
+        print(f"{prog}: interrupted at node {result.error['node_id']}", file=sys.stderr)
     else:
         print(f"done in {seconds:.2f} s")

@@ -99,3 +99,20 @@ for _name, _pv in (("sage8", None), ("sage8-fp8", "fp8"), ("sage8-fp16", "fp16")
 def _math(q, k, v):
     scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * q.shape[-1] ** -0.5
     return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v.float()).to(q.dtype)
+
+
+def attention_with_lse(q: torch.Tensor, k: torch.Tensor,
+                       v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention as :func:`attention` plus the log-sum-exp of each query's scores,
+    ``lse [B, H, Lq]`` fp32, so partial attentions over key blocks can merge (ring attention).
+    Flash attention where the device has it (CUDA, CPU), the plain softmax elsewhere."""
+    qt, kt, vt = (a.transpose(1, 2) for a in (q, k, v))
+    if q.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qt, kt, vt)[:2]
+    elif q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(qt, kt, vt)[:2]
+    else:
+        scores = (qt.float() @ kt.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+        lse = scores.logsumexp(-1)
+        out = ((scores - lse[..., None]).exp() @ vt.float()).to(q.dtype)
+    return out.transpose(1, 2), lse.float()

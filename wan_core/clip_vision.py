@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import Checkpoint, CheckpointError, TensorInfo, assign_weights, open_checkpoint
+from .parallel import once
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -108,6 +109,7 @@ class CLIPVisionEncoder(nn.Module):
         return (x - mean) / std
 
     @torch.no_grad()
+    @once
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` in [0, 1] -> ``[B, 257, 1280]`` in the model's dtype."""
         return self(self.preprocess(images).to(self.dtype))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .parallel import guidance_passes, splits_guidance
 from .residency import OutOfMemoryError, Residency
 from .samplers import NUM_TRAIN_TIMESTEPS, make_sampler
 
@@ -47,7 +48,8 @@ class Guidance:
     """Classifier-free guidance ``v = v_u + g·(v_c − v_u)`` around one model; ``g == 1`` runs
     only the conditional pass. ``batched`` runs cond and uncond as one batch-2B forward (same
     result; needs both contexts of one shape, else two passes); ``"auto"`` tries that and falls
-    back to two passes for the rest of the run after an out-of-memory error."""
+    back to two passes for the rest of the run after an out-of-memory error. Under CFG
+    parallelism (``wan_core.parallel``) the two passes run on two ranks."""
 
     def __init__(self, context: Tensor, negative_context: Tensor | None, *,
                  clip_fea: Tensor | None, y: Tensor | None, batched: bool | str):
@@ -58,7 +60,8 @@ class Guidance:
     def __call__(self, model: Callable, x: Tensor, t: Tensor, scale: float) -> Tensor:
         if scale == 1.0:
             return self._forward(model, x, t, self.context).float()
-        if self.batched and self.context.shape == self.negative_context.shape:
+        if (self.batched and self.context.shape == self.negative_context.shape
+                and not splits_guidance()):
             try:
                 v_c, v_u = self._forward_pair(model, x, t).float().chunk(2)
                 return v_u + scale * (v_c - v_u)
@@ -66,8 +69,9 @@ class Guidance:
                 if self.batched != "auto":
                     raise
                 self.batched = False
-        v_c = self._forward(model, x, t, self.context).float()
-        v_u = self._forward(model, x, t, self.negative_context).float()
+        v_c, v_u = (v.float() for v in guidance_passes([
+            lambda: self._forward(model, x, t, self.context),
+            lambda: self._forward(model, x, t, self.negative_context)]))
         return v_u + scale * (v_c - v_u)
 
     def _forward(self, model, x, t, context):

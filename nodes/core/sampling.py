@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...wan_core import ksampling
+from ...wan_core.parallel import guidance_passes
 from ...wan_core.sampling import PATCH_HW
 from .. import host
 from .model import process_in, process_out
@@ -105,10 +106,12 @@ def make_denoiser(model, positive: list, negative: list, cfg: float, noise_shape
             b, _, f, h, w = x.shape
             per_frame = noise_mask[:, :1, :, ::PATCH_HW, ::PATCH_HW].expand(b, 1, f, h // PATCH_HW, w // PATCH_HW)
             t = (per_frame.flatten(1) * t[:, None])
-        outs = []
-        for context, kwargs in conds:
-            v = dit(x, t, context.expand(x.shape[0], -1, -1), **kwargs).float()
-            outs.append(x - v * s)
+
+        def velocity(context, kwargs):
+            return dit(x, t, context.expand(x.shape[0], -1, -1), **kwargs).float()
+
+        outs = [x - v * s for v in guidance_passes(
+            [lambda c=c: velocity(*c) for c in conds])]
         out = outs[0] if len(outs) == 1 else outs[1] + (outs[0] - outs[1]) * cfg
         if noise_mask is not None:
             out = out * noise_mask + latent * (1.0 - noise_mask)

@@ -111,6 +111,8 @@ class SaveVideo:
         return True if filename_prefix is None else base.validate_filename_prefix(filename_prefix)
 
     def execute(self, video, filename_prefix, format, codec=None, prompt=None, extra_pnginfo=None, **dotted):
+        if not host.current().writes_outputs:
+            return {"ui": {"images": [], "animated": [True]}, "result": (video,)}
         metadata = dict(extra_pnginfo or {})
         if prompt is not None:
             metadata["prompt"] = prompt

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ...kernels import current_platform
+from .. import parallel
 from ..attention import get_backend
 from ..checkpoint import (FP8_DTYPES, Checkpoint, CheckpointError, assign_weights, fp8_scales,
                           open_checkpoint)
@@ -34,7 +35,8 @@ def load_dit(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
     timestep path stays fp32. ``device``: default the current platform's device. ``keep_fp8``:
     fp8 Linear weights stay fp8 in memory and are dequantised at matmul time (otherwise they are
     dequantised to ``dtype`` while loading). Errors are :class:`CheckpointError` naming the file
-    and the first offending tensor; no partly loaded model is ever returned.
+    and the first offending tensor; no partly loaded model is ever returned. In a parallel
+    run (``wan_core.parallel.init``) the model shards its tokens over this rank's sequence group.
     """
     get_backend(attention_backend)
     platform = current_platform()
@@ -50,6 +52,9 @@ def load_dit(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
         raise CheckpointError(f"{ckpt.description}: holds float8 weights (first {fp8[0]!r}) but "
                               f"the {platform.name} platform has no float8 dtype; load with "
                               f"keep_fp8=False to dequantise them to {dtype}")
+    mesh = parallel.current()
+    if mesh is not None:
+        mesh.layout.check_heads(config.num_heads)
 
     with torch.device("meta"):
         model = WanModel(config, dtype=dtype, attention_backend=attention_backend)
@@ -73,6 +78,8 @@ def load_dit(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
     assign_weights(model, view, what=f"{config.variant} Wan DiT", device=device, keep_fp8=True)
     for key in kept:
         model.get_submodule(key.rpartition(".")[0]).weight_scale = scale(key)
+    if mesh is not None:
+        model.set_sequence_parallel(mesh.sequence_parallel)
     return model
 
 

@@ -30,6 +30,7 @@ from ..attention import attention
 from ..checkpoint import FP8_DTYPES
 from ..layers import (GatedResidual, GatedResidualNormModulate, NormModulate, RMSNorm,
                       RotaryEmbedding)
+from ..parallel import SequenceParallel
 from ..runtime import AttentionOptions
 from .config import DiTConfig
 
@@ -222,9 +223,13 @@ class _Attention(nn.Module):
 
 
 class SelfAttention(_Attention):
+    """Self-attention with 3-D RoPE; over a token shard, through ``sequence_parallel`` (a
+    :class:`~wan_core.parallel.SequenceParallel`), when the model is split over ranks."""
+
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__(dim, num_heads, eps)
         self.rope = RotaryEmbedding()
+        self.sequence_parallel: SequenceParallel | None = None
 
     def fuse_projections(self) -> None:
         self.fuse("q", "k", "v")
@@ -234,7 +239,10 @@ class SelfAttention(_Attention):
         q, k, v = self.project(x, "q", "k", "v")
         q = self.rope(self.heads(self.norm_q(q)), cos, sin)
         k = self.rope(self.heads(self.norm_k(k)), cos, sin)
-        out = attention(q, k, self.heads(v), backend=self.backend)
+        if self.sequence_parallel is None:
+            out = attention(q, k, self.heads(v), backend=self.backend)
+        else:
+            out = self.sequence_parallel.attention(q, k, self.heads(v), backend=self.backend)
         return self.o(out.flatten(2))
 
 
@@ -334,9 +342,14 @@ class WanModel(nn.Module):
     loop, with ``x: [B, L, C]`` the embedded tokens, ``e: [B, S, C]`` / ``e0: [B, 6, S, C]`` the
     time embedding and its projection, and ``blocks(x, start=0, stop=None)`` running blocks
     ``start:stop``; step caches (``wan_core.step_cache``) decide there what to run.
+
+    ``sequence_parallel`` (see :meth:`set_sequence_parallel`): the blocks and the head run on
+    this rank's shard of the tokens (``x``, the RoPE table and per-token timesteps sharded after
+    the patch embedding), and the outputs are gathered before unpatchifying.
     """
 
     block_hook = None
+    sequence_parallel: SequenceParallel | None = None
 
     def __init__(self, config: DiTConfig, *, dtype: torch.dtype = torch.float32,
                  attention_backend: str | AttentionOptions = "auto"):
@@ -383,6 +396,20 @@ class WanModel(nn.Module):
             block.self_attn.backend = self.attention_options.backend_for(i, step, steps)
             block.cross_attn.backend = self.attention_options.cross_backend
 
+    def set_sequence_parallel(self, sequence_parallel: SequenceParallel | None) -> WanModel:
+        """Split the tokens of every forward over the ranks of ``sequence_parallel`` (None: one
+        rank). Ulysses needs the rank count to divide the head count."""
+        if sequence_parallel is not None and sequence_parallel.kind == "ulysses" \
+                and self.config.num_heads % sequence_parallel.size:
+            raise ValueError(f"Ulysses splits the {self.config.num_heads} heads of this "
+                             f"{self.config.variant} model over {sequence_parallel.size} ranks: "
+                             f"{sequence_parallel.size} does not divide {self.config.num_heads}; "
+                             f"use ring attention")
+        self.sequence_parallel = sequence_parallel
+        for block in self.blocks:
+            block.self_attn.sequence_parallel = sequence_parallel
+        return self
+
     def use_fp8_matmul(self, granularity: str | None = "row") -> WanModel:
         """Run the transformer blocks' fp8 (e4m3) Linears as fp8 GEMMs, activations quantised
         per ``granularity`` ("row" / "tensor"), on devices that have them (the platform's
@@ -428,10 +455,19 @@ class WanModel(nn.Module):
         context = self.text_embedding(context.to(self.dtype))
         context_img = self.img_emb(clip_fea.to(self.dtype)) if self.img_emb is not None else None
         rope = rope_table(grid, self.config.head_dim, x.device)
+        sp = self.sequence_parallel
+        if sp is not None:
+            sp.begin(x.shape[1])
+            x, rope = sp.shard(x, 1), tuple(sp.shard(table, 0) for table in rope)
+            if steps.shape[1] > 1:  # per-token timesteps
+                e, e0 = sp.shard(e, 1), sp.shard(e0, 2)
         blocks = functools.partial(self.run_blocks, e0=e0, context=context,
                                    context_img=context_img, rope=rope)
         x = blocks(x) if self.block_hook is None else self.block_hook(x, e, e0, blocks)
-        return self.unpatchify(self.head(x, e), grid).float()
+        x = self.head(x, e)
+        if sp is not None:
+            x = sp.gather(x)
+        return self.unpatchify(x, grid).float()
 
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None, *, e0,
                    context, context_img, rope) -> torch.Tensor:

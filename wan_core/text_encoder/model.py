@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import RMSNorm
+from ..parallel import once
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class TextEncoder(nn.Module):
     def device(self) -> torch.device:
         return self.model.token_embedding.weight.device
 
+    @once
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
         if (not isinstance(prompts, (list, tuple)) or not prompts

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..parallel import once
 from .blocks import (AttentionBlock, AvgDown3D, CausalConv3d, DownBlock, DupUp3D, Resample,
                      ResidualBlock, RMS_norm, UpBlock)
 from .config import LATENT_MEAN, LATENT_STD, VAEConfig
@@ -162,6 +163,7 @@ class WanVAE(nn.Module):
 
     # -- public API ---------------------------------------------------------------------------
 
+    @once
     @torch.no_grad()
     def encode(self, video: torch.Tensor, *, tiled: bool = False, tile_size: int = TILE_SIZE,
                tile_overlap: int = TILE_OVERLAP) -> torch.Tensor:
@@ -182,6 +184,7 @@ class WanVAE(nn.Module):
         mean, inv_std = self._latent_stats(mu.device)
         return (mu.float() - mean) * inv_std
 
+    @once
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, *, tiled: bool = False, tile_size: int = TILE_SIZE,
                tile_overlap: int = TILE_OVERLAP,

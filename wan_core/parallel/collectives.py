@@ -1,0 +1,102 @@
+"""What the ranks of a run share: guidance passes split over the cfg group, and work done once
+on rank 0 (the text encoder, the VAE, CLIP vision) whose result every rank receives."""
+
+from __future__ import annotations
+
+import functools
+import io
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
+
+from .mesh import current
+
+Pass = Callable[[], torch.Tensor]
+
+
+def splits_guidance() -> bool:
+    """Whether guidance passes run on different ranks (see :func:`guidance_passes`)."""
+    mesh = current()
+    return mesh is not None and mesh.cfg_group is not None
+
+
+def guidance_passes(passes: list[Pass]) -> list[torch.Tensor]:
+    """``[p() for p in passes]``; with a cfg group and two passes (conditional, unconditional)
+    each rank of the group runs one and the outputs (of one shape) are exchanged."""
+    if not splits_guidance() or len(passes) != 2:
+        return [p() for p in passes]
+    mesh = current()
+    mine = passes[mesh.cfg_rank]().contiguous()
+    return list(funcol.all_gather_tensor(mine, 0, mesh.cfg_group).chunk(2))
+
+
+class RankFailed(RuntimeError):
+    """The rank that ran shared work failed; the message carries its error."""
+
+
+def once(fn: Callable) -> Callable:
+    """Decorator: in a parallel run, ``fn`` runs on rank 0 alone and every rank returns its
+    result (tensors anywhere in it arrive on this rank's device of the same type); an error
+    on rank 0 is raised on every rank. One process: ``fn`` as it is."""
+    @functools.wraps(fn)
+    def shared(*args, **kwargs):
+        if current() is None:
+            return fn(*args, **kwargs)
+        result = error = None
+        if current().is_writer:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as e:  # every rank must hear of it, or they wait forever
+                error = e
+        return broadcast_from_writer(result, error)
+    return shared
+
+
+def broadcast_from_writer(value: Any = None, error: BaseException | None = None) -> Any:
+    """Rank 0's ``value`` on every rank (anything picklable; tensors go through the collective
+    backend, not pickle). ``error`` on rank 0 is re-raised there and as :class:`RankFailed`
+    elsewhere."""
+    mesh = current()
+    tensors: list[torch.Tensor] = []
+    header: list[Any] = [None]
+    if mesh.is_writer:
+        header[0] = ("error", f"{type(error).__name__}: {error}") if error is not None else \
+            ("value", _dumps(value, tensors), [(t.shape, t.dtype, t.device.type) for t in tensors])
+    comm_device = mesh.device if dist.get_backend() != "gloo" else torch.device("cpu")
+    dist.broadcast_object_list(header, src=0, device=comm_device)
+    if header[0][0] == "error":
+        if error is not None:
+            raise error
+        raise RankFailed(f"rank 0 failed: {header[0][1]}")
+    _, payload, specs = header[0]
+    received = []
+    for i, (shape, dtype, device_type) in enumerate(specs):
+        buffer = tensors[i].to(comm_device) if mesh.is_writer else \
+            torch.empty(shape, dtype=dtype, device=comm_device)
+        dist.broadcast(buffer, src=0)
+        local = mesh.device if device_type == mesh.device.type else torch.device(device_type)
+        received.append(tensors[i] if mesh.is_writer else buffer.to(local))
+    return value if mesh.is_writer else _loads(payload, received)
+
+
+def _dumps(value, tensors: list[torch.Tensor]) -> bytes:
+    class TensorsApart(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, torch.Tensor):
+                tensors.append(obj.detach().contiguous())
+                return len(tensors) - 1
+            return None
+    buffer = io.BytesIO()
+    TensorsApart(buffer).dump(value)
+    return buffer.getvalue()
+
+
+def _loads(payload: bytes, tensors: list[torch.Tensor]):
+    class TensorsApart(pickle.Unpickler):
+        def persistent_load(self, index):
+            return tensors[index]
+    return TensorsApart(io.BytesIO(payload)).load()
