@@ -136,6 +136,11 @@ class Host:
     def clear_interrupt(self) -> None:
         raise NotImplementedError
 
+    def step_interrupt(self) -> None:
+        """The interrupt check of a sampling step: where every rank of a parallel run is in
+        step, so all stop together (see ``HeadlessHost.parallel``)."""
+        self.throw_if_interrupted()
+
     def throw_if_interrupted(self) -> None:
         raise NotImplementedError
 
@@ -267,6 +272,9 @@ class HeadlessHost(Host):
         self._interrupt = threading.Event()
         self._memory = dict(memory or {})  # Residency options: low_vram, on_cpu, budget_bytes
         self._residency = None
+        # In a parallel run (wan_core.parallel) a rank may stop only where all ranks stop
+        # together: at sampling steps (step_interrupt); other checks leave the flag for then.
+        self.parallel = False
 
     @classmethod
     def from_paths(cls, models_dir=None, extra_model_paths=None, **kwargs) -> HeadlessHost:
@@ -351,6 +359,16 @@ class HeadlessHost(Host):
         self._interrupt.clear()
 
     def throw_if_interrupted(self):
+        if not self.parallel:
+            self._raise_if_interrupted()
+
+    def step_interrupt(self):
+        if not self.parallel:
+            return self._raise_if_interrupted()
+        from ..wan_core.parallel import shared_interrupt
+        shared_interrupt(self._raise_if_interrupted)()
+
+    def _raise_if_interrupted(self):
         if self._interrupt.is_set():
             self._interrupt.clear()
             raise Interrupted("interrupted")

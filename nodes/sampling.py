@@ -91,7 +91,7 @@ class WanRTSampler:
             boundary=boundary if a14b else None, cfg_low=cfg_low if a14b else None,
             latent=samples if denoise < 1 else None, denoise=denoise,
             callback=lambda step, total, x0: bar.update_absolute(step, total),
-            interrupt=h.throw_if_interrupted, residency=residency, step_cache=step_cache,
+            interrupt=h.step_interrupt, residency=residency, step_cache=step_cache,
             **{k: None if v is None else v.to(device) for k, v in condition.sample_kwargs().items()})
         result = ({**latent, "samples": out.cpu()},)  # between nodes latents rest on the CPU
         if step_cache is None:

@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace, mesh) -> int:
     except (OSError, ValueError, ImportError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    host.writes_outputs = writer
+    host.writes_outputs, host.parallel = writer, mesh is not None
     executor = Executor(host)
     start = time.perf_counter()
     with _sigterm_interrupts() as terminated:

@@ -7,6 +7,8 @@ import os
 import shutil
 import sys
 
+from ..runner.cli import add_parallel_arguments, join_parallel
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", nargs="?", const="0.0.0.0", default="127.0.0.1", metavar="IP",
@@ -28,9 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "other names are refused as DNS rebinding")
     parser.add_argument("--max-upload-size", type=float, default=100, metavar="MB",
                         help="largest request body in MiB, uploads included (default 100, as ComfyUI)")
+    add_parallel_arguments(parser)
 
 
 def serve(args: argparse.Namespace) -> int:
+    mesh = join_parallel(args, "wanrt serve")
+    try:
+        return _serve(args, mesh)
+    finally:
+        if mesh is not None:
+            from ..wan_core import parallel
+            parallel.shutdown()
+
+
+def _serve(args: argparse.Namespace, mesh) -> int:
     try:
         from ..nodes.host import HeadlessHost
         from .app import MiB, PromptServer, serve as serve_forever
@@ -41,6 +54,13 @@ def serve(args: argparse.Namespace) -> int:
     try:
         host = HeadlessHost.from_paths(args.models_dir, args.extra_model_paths, output_dir=args.output_dir,
                                        input_dir=args.input_dir, temp_dir=args.temp_dir)
+        host.parallel = mesh is not None
+        if mesh is not None and not mesh.is_writer:  # rank 0 serves; the others follow it
+            from ..nodes import runner_node_classes
+            from .worker import follow
+            host.writes_outputs, host.show_progress = False, False
+            follow(host, runner_node_classes())
+            return 0
         _copy_missing(os.path.join(WORKFLOWS_DIR, "inputs"), host.input_dir())
         server = PromptServer(host, user_dir=args.user_dir, max_body=int(args.max_upload_size * MiB),
                               allowed_hosts=args.allow_host)

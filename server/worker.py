@@ -9,6 +9,7 @@ import threading
 import traceback
 
 from ..runner import Executor
+from ..wan_core import parallel
 from .queue import HISTORY_EVENTS, Job, PromptQueue, history_entry
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Worker:
         self.queue.close()
         self.interrupt()
         self._thread.join(timeout)
+        _announce(None)
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
         """Interrupt the running prompt (only if it is ``prompt_id``, when given)."""
@@ -56,6 +58,7 @@ class Worker:
         events = PromptEvents(job, self.clients)
         self.executor.on_event = events
         try:
+            _announce(("run", job.validation, job.prompt_id, job.extra_data))
             result = self.executor.execute(job.validation, prompt_id=job.prompt_id, extra_data=job.extra_data)
             status, outputs = result.status, result.outputs
         except Exception as e:  # the runner itself failed: report it as ComfyUI reports a node failure
@@ -74,14 +77,42 @@ class Worker:
         events.close()
 
     def _free(self) -> None:
-        import torch
-
         self._free_requested.clear()
+        _announce(("free",))
         self.executor = Executor(self.host, self.node_classes)
-        gc.collect()
-        backend = getattr(torch, self.host.device().type, None)
-        if hasattr(backend, "empty_cache"):
-            backend.empty_cache()
+        _release_memory(self.host)
+
+
+def _announce(message) -> None:
+    """In ``serve --parallel``: hand rank 0's next step to the other ranks (see :func:`follow`)."""
+    mesh = parallel.current()
+    if mesh is not None:
+        parallel.broadcast_from_writer(message, group=mesh.announce_group)
+
+
+def follow(host, node_classes) -> None:
+    """The ranks other than 0 of ``wanrt serve --parallel``: run each prompt rank 0's worker
+    runs, in step with it, until it stops."""
+    executor = Executor(host, node_classes)
+    group = parallel.current().announce_group
+    while (message := parallel.broadcast_from_writer(group=group)) is not None:
+        if message[0] == "free":
+            executor = Executor(host, node_classes)
+            _release_memory(host)
+            continue
+        _, validation, prompt_id, extra_data = message
+        result = executor.execute(validation, prompt_id=prompt_id, extra_data=extra_data)
+        if result.status == "error":
+            log.error("prompt %s failed on this rank: %s", prompt_id, result.error)
+
+
+def _release_memory(host) -> None:
+    import torch
+
+    gc.collect()
+    backend = getattr(torch, host.device().type, None)
+    if hasattr(backend, "empty_cache"):
+        backend.empty_cache()
 
 
 class PromptEvents:

@@ -3,9 +3,11 @@ parallel mode gives the one-process latents of the tiny T2V, I2V and TI2V workfl
 rounding on 2 and 4 processes; the CLI writes one video from rank 0; a bad layout is a clear
 error; a rank that dies or hangs ends the run with an error naming it."""
 
+import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -137,3 +139,49 @@ def test_a_rank_that_dies_or_hangs_ends_the_run_naming_it(tiny_models, tmp_path,
         done.stderr[-3000:]
     assert took < 100, f"took {took:.0f} s"
     assert not (tmp_path / "video").exists()
+
+
+def test_serve_under_torchrun_runs_each_prompt_on_every_rank(tiny_models, tmp_path):
+    import socket
+
+    import requests
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workflow = pathlib.Path(__file__).parents[1] / "workflows" / "api" / "wan2.1_t2v_1.3B.json"
+    prompt = json.loads(workflow.read_text())
+    prompt["6"]["inputs"].update(width=32, height=32, length=5)
+    prompt["7"]["inputs"]["steps"] = 2
+    prompt["2"]["inputs"]["mode"] = "off"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "wanrt", "serve", "--port", str(port), "--models-dir", str(tiny_models),
+         "--output-dir", str(tmp_path / "out"), "--input-dir", str(tmp_path / "in"),
+         "--user-dir", str(tmp_path / "user"), "--parallel", "ulysses"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                requests.get(url + "/system_stats", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.5)
+        for _ in range(2):  # the second prompt proves the other rank followed the first
+            prompt["7"]["inputs"]["seed"] += 1
+            prompt_id = requests.post(url + "/prompt", json={"prompt": prompt},
+                                      timeout=10).json()["prompt_id"]
+            while not (history := requests.get(f"{url}/history/{prompt_id}", timeout=5).json()):
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.5)
+            assert history[prompt_id]["status"]["status_str"] == "success"
+        assert len(list((tmp_path / "out" / "video").iterdir())) == 2
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -145,6 +145,7 @@ def common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, 
     bar = h.progress(steps)
 
     def callback(i, x0):
+        h.step_interrupt()
         bar.update_absolute(i + 1, steps)
 
     h.throw_if_interrupted()

@@ -3,11 +3,12 @@
 :mod:`.collectives` for what runs once and is shared)."""
 
 from .collectives import (RankFailed, broadcast_from_writer, guidance_passes, once,
-                          splits_guidance)
+                          shared_interrupt, splits_guidance)
 from .mesh import (MODES, Layout, Mesh, ParallelConfigError, current, init, is_writer,
                    launched_by_torchrun, shutdown, unresponsive_ranks)
 from .sequence import SequenceParallel
 
 __all__ = ["MODES", "Layout", "Mesh", "ParallelConfigError", "RankFailed", "SequenceParallel",
            "broadcast_from_writer", "current", "guidance_passes", "init", "is_writer",
-           "launched_by_torchrun", "once", "shutdown", "splits_guidance", "unresponsive_ranks"]
+           "launched_by_torchrun", "once", "shared_interrupt", "shutdown", "splits_guidance",
+           "unresponsive_ranks"]

@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as funcol
 
 from .mesh import current
 
@@ -31,7 +30,9 @@ def guidance_passes(passes: list[Pass]) -> list[torch.Tensor]:
         return [p() for p in passes]
     mesh = current()
     mine = passes[mesh.cfg_rank]().contiguous()
-    return list(funcol.all_gather_tensor(mine, 0, mesh.cfg_group).chunk(2))
+    both = mine.new_empty(2 * mine.shape[0], *mine.shape[1:])
+    dist.all_gather_into_tensor(both, mine, group=mesh.cfg_group)
+    return list(both.chunk(2))
 
 
 class RankFailed(RuntimeError):
@@ -56,18 +57,42 @@ def once(fn: Callable) -> Callable:
     return shared
 
 
-def broadcast_from_writer(value: Any = None, error: BaseException | None = None) -> Any:
+def shared_interrupt(check: Callable[[], None]) -> Callable[[], None]:
+    """``check`` (raises to stop the run) as one decision for all ranks: rank 0 runs it and
+    every rank stops with it (KeyboardInterrupt on the others). Call the result only where all
+    ranks are in step, e.g. once per sampling step. One process: ``check`` itself."""
+    if current() is None:
+        return check
+
+    def shared() -> None:
+        mesh, stop = current(), None
+        if mesh.is_writer:
+            try:
+                check()
+            except BaseException as e:  # noqa: B036 (re-raised below, after the others know)
+                stop = e
+        flag = torch.tensor([stop is not None], dtype=torch.int32)
+        dist.broadcast(flag, src=0, group=mesh.monitor_group)
+        if stop is not None:
+            raise stop
+        if flag.item():
+            raise KeyboardInterrupt("rank 0 was interrupted")
+    return shared
+
+
+def broadcast_from_writer(value: Any = None, error: BaseException | None = None, *,
+                          group: dist.ProcessGroup | None = None) -> Any:
     """Rank 0's ``value`` on every rank (anything picklable; tensors go through the collective
-    backend, not pickle). ``error`` on rank 0 is re-raised there and as :class:`RankFailed`
-    elsewhere."""
+    backend, not pickle), over ``group`` (default: all ranks on the collective backend).
+    ``error`` on rank 0 is re-raised there and as :class:`RankFailed` elsewhere."""
     mesh = current()
     tensors: list[torch.Tensor] = []
     header: list[Any] = [None]
     if mesh.is_writer:
         header[0] = ("error", f"{type(error).__name__}: {error}") if error is not None else \
             ("value", _dumps(value, tensors), [(t.shape, t.dtype, t.device.type) for t in tensors])
-    comm_device = mesh.device if dist.get_backend() != "gloo" else torch.device("cpu")
-    dist.broadcast_object_list(header, src=0, device=comm_device)
+    comm_device = mesh.device if dist.get_backend(group) != "gloo" else torch.device("cpu")
+    dist.broadcast_object_list(header, src=0, group=group, device=comm_device)
     if header[0][0] == "error":
         if error is not None:
             raise error
@@ -77,7 +102,7 @@ def broadcast_from_writer(value: Any = None, error: BaseException | None = None)
     for i, (shape, dtype, device_type) in enumerate(specs):
         buffer = tensors[i].to(comm_device) if mesh.is_writer else \
             torch.empty(shape, dtype=dtype, device=comm_device)
-        dist.broadcast(buffer, src=0)
+        dist.broadcast(buffer, src=0, group=group)
         local = mesh.device if device_type == mesh.device.type else torch.device(device_type)
         received.append(tensors[i] if mesh.is_writer else buffer.to(local))
     return value if mesh.is_writer else _loads(payload, received)

@@ -88,6 +88,9 @@ class Mesh:
     sequence_group: dist.ProcessGroup | None
     device: torch.device
     monitor_group: dist.ProcessGroup  # gloo, every rank: finds the ranks that stopped answering
+    # gloo, every rank, no practical timeout: rank 0 hands out work that may be long in coming
+    # (a server's next prompt)
+    announce_group: dist.ProcessGroup
 
     @property
     def sequence_parallel(self) -> SequenceParallel | None:
@@ -95,7 +98,8 @@ class Mesh:
             return None
         if self._sequence_parallel is None:
             object.__setattr__(self, "_sequence_parallel",
-                               SequenceParallel(self.sequence_group, self.layout.attention))
+                               SequenceParallel(self.sequence_group, self.layout.attention,
+                                                self.device))
         return self._sequence_parallel
 
     _sequence_parallel: SequenceParallel | None = dataclasses.field(default=None, repr=False)
@@ -159,8 +163,9 @@ def init(mode: str, *, timeout_s: float = 600.0) -> Mesh:
         if s == sequence_rank:
             cfg_group = group
     monitor = dist.new_group(backend="gloo", timeout=timeout)
+    announce = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=365))
     _current = Mesh(layout, rank, cfg_rank, sequence_rank, cfg_group, sequence_group, device,
-                    monitor)
+                    monitor, announce)
     return _current
 
 

@@ -24,12 +24,14 @@ from ..attention import attention, attention_with_lse
 
 
 class SequenceParallel:
-    """Token sharding over ``group`` with ``"ulysses"`` or ``"ring"`` attention."""
+    """Token sharding over ``group`` with ``"ulysses"`` or ``"ring"`` attention; ``device``: where
+    this rank's collectives of the group run (its GPU; the CPU for gloo)."""
 
-    def __init__(self, group: dist.ProcessGroup, attention: str):
+    def __init__(self, group: dist.ProcessGroup, attention: str,
+                 device: torch.device | str = "cpu"):
         if attention not in ("ulysses", "ring"):
             raise ValueError(f"sequence-parallel attention is 'ulysses' or 'ring', not {attention!r}")
-        self.group, self.kind = group, attention
+        self.group, self.kind, self.device = group, attention, torch.device(device)
         self.size, self.rank = dist.get_world_size(group), dist.get_rank(group)
         self.length = None  # the unpadded token count of the forward in progress
 
@@ -59,14 +61,14 @@ class SequenceParallel:
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, L/N, C]`` shards of every rank -> ``[B, L, C]`` (padding dropped)."""
         b, n = x.shape[:2]
-        full = funcol.all_gather_tensor(x.contiguous(), 0, self.group)  # [N·B, L/N, C]
+        full = x.new_empty(self.size * b, *x.shape[1:])  # [N·B, L/N, C]
+        dist.all_gather_into_tensor(full, x.contiguous(), group=self.group)
         full = full.view(self.size, b, n, *x.shape[2:]).transpose(0, 1)
         return full.reshape(b, self.size * n, *x.shape[2:])[:, :self.length]
 
     def agree(self, flag: bool) -> bool:
         """True only where every rank of the group says True (one decision for all shards)."""
-        value = torch.tensor([int(flag)], dtype=torch.int32,
-                             device="cpu" if dist.get_backend(self.group) == "gloo" else "cuda")
+        value = torch.tensor([int(flag)], dtype=torch.int32, device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MIN, group=self.group)
         return bool(value.item())
 

@@ -132,14 +132,16 @@ class StepCache:
             raise TypeError(f"{self.policy.name} decides between the DiT blocks: it needs a "
                             f"wan_core WanModel (block_hook), not {type(model).__name__}; "
                             f"easycache works around any model callable")
-        model.block_hook = lambda h, e, e0, blocks: self._blocks(h, e, e0, blocks, states, info,
-                                                                 expert)
+        model.block_hook = lambda h, e, e0, blocks: self._blocks(
+            h, e, e0, blocks, states, info, expert, getattr(model, "sequence_parallel", None))
         try:
             return model(x, t, context, **kwargs)
         finally:
             model.block_hook = None
 
-    def _blocks(self, x, e, e0, blocks, states, info, expert):
+    def _blocks(self, x, e, e0, blocks, states, info, expert, sequence_parallel=None):
+        """The block loop, or the cached residuals. Over token shards (``sequence_parallel``)
+        each rank probes its own tokens and the blocks are skipped only where all ranks agree."""
         n, policy = len(states), self.policy
         start, base = 0, x
         if policy.probe == "first_block":
@@ -151,7 +153,10 @@ class StepCache:
             probe = None
         probes = probe.chunk(n) if probe is not None else [None] * n
         reuse = [policy.decide(s, p, info) for s, p in zip(states, probes)]
-        if all(reuse) and all(s["residual"] is not None for s in states):
+        skip = all(reuse) and all(s["residual"] is not None for s in states)
+        if sequence_parallel is not None:
+            skip = sequence_parallel.agree(skip)
+        if skip:
             self._count(expert, n, skipped=True)
             return base + torch.cat([s["residual"] for s in states])
         out = blocks(base, start)
