@@ -185,3 +185,14 @@ def test_serve_under_torchrun_runs_each_prompt_on_every_rank(tiny_models, tmp_pa
             server.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_scaling_benchmark_runs_every_mode(tmp_path):
+    bench = pathlib.Path(__file__).parents[1] / "bench"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", str(bench / "parallel.py"), "--tiny",
+                           "--runs", "1"], capture_output=True, text=True, timeout=200, cwd=bench)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| tiny |")]
+    assert [row.split("|")[2].strip() for row in rows] == [
+        "1 GPU", "cfg", "ulysses", "ring", "cfg+ulysses", "cfg+ring"]

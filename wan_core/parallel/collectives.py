@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from .mesh import current
+from .sequence import all_gather_single
 
 Pass = Callable[[], torch.Tensor]
 
@@ -31,7 +32,7 @@ def guidance_passes(passes: list[Pass]) -> list[torch.Tensor]:
     mesh = current()
     mine = passes[mesh.cfg_rank]().contiguous()
     both = mine.new_empty(2 * mine.shape[0], *mine.shape[1:])
-    dist.all_gather_into_tensor(both, mine, group=mesh.cfg_group)
+    all_gather_single(both, mine, group=mesh.cfg_group)
     return list(both.chunk(2))
 
 

@@ -22,6 +22,10 @@ import torch.nn.functional as F
 
 from ..attention import attention, attention_with_lse
 
+# torch 2.13 names all_gather_into_tensor (same arguments) all_gather_single and deprecates the
+# old name; older releases have only the old one.
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
 
 class SequenceParallel:
     """Token sharding over ``group`` with ``"ulysses"`` or ``"ring"`` attention; ``device``: where
@@ -62,7 +66,7 @@ class SequenceParallel:
         """``[B, L/N, C]`` shards of every rank -> ``[B, L, C]`` (padding dropped)."""
         b, n = x.shape[:2]
         full = x.new_empty(self.size * b, *x.shape[1:])  # [N·B, L/N, C]
-        dist.all_gather_into_tensor(full, x.contiguous(), group=self.group)
+        all_gather_single(full, x.contiguous(), group=self.group)
         full = full.view(self.size, b, n, *x.shape[2:]).transpose(0, 1)
         return full.reshape(b, self.size * n, *x.shape[2:])[:, :self.length]
 
