@@ -55,13 +55,20 @@ def capture_prompt(name: str) -> dict:
     return prompt
 
 
-def run_workflows(models: pathlib.Path, out: pathlib.Path, tag: str) -> None:
+# The Compile node tracing every block (Dynamo and AOTAutograd, no Inductor: seconds on a CPU):
+# the sharded attention's collectives must trace as they run.
+TRACED = {"2.mode": "blocks", "2.backend": "aot_eager"}
+
+
+def run_workflows(models: pathlib.Path, out: pathlib.Path, tag: str,
+                  workflows: tuple[str, ...] = WORKFLOWS, settings: dict | None = None) -> None:
     """Each workflow once, latents to ``out/TAG-WORKFLOW.pt``; a failure to ``out/TAG-error.txt``."""
     executor = Executor(HeadlessHost.from_paths(models, output_dir=out / "unused", show_progress=False),
                         node_classes={**runner_node_classes(), "CaptureLatent": CaptureLatent})
-    for name in WORKFLOWS:
+    for name in workflows:
         CaptureLatent.path = out / f"{tag}-{name}.pt"
-        result = executor.run(capture_prompt(name), {**TINY, "6.width": WIDTH.get(name, 48)})
+        result = executor.run(capture_prompt(name), {**TINY, "6.width": WIDTH.get(name, 48),
+                                                     **(settings or {})})
         if not result.ok:
             (out / f"{tag}-error.txt").write_text(result.error["exception_message"])
             return
@@ -71,8 +78,14 @@ def main(models: str, out: str, *modes: str) -> None:
     from wanrt.wan_core import parallel
 
     for mode in modes:
+        traced = mode.endswith("@traced")  # e.g. ring@traced: the T2V workflow, compiled
+        mode = mode.removesuffix("@traced")
         mesh = parallel.init(mode, timeout_s=120)
-        run_workflows(pathlib.Path(models), pathlib.Path(out), f"{mode}-rank{mesh.rank}")
+        if traced:
+            run_workflows(pathlib.Path(models), pathlib.Path(out), f"{mode}@traced-rank{mesh.rank}",
+                          WORKFLOWS[:1], TRACED)
+        else:
+            run_workflows(pathlib.Path(models), pathlib.Path(out), f"{mode}-rank{mesh.rank}")
     parallel.shutdown()
 
 

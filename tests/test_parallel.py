@@ -48,7 +48,8 @@ def run_driver(nproc: int, modes: list[str], models, out) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def on_2(tiny_models, tmp_path_factory):
     """The driver's folder after one 2-process run of these modes."""
-    return run_driver(2, ["cfg", "ulysses", "ring"], tiny_models, tmp_path_factory.mktemp("on-2"))
+    return run_driver(2, ["cfg", "ulysses", "ring", "ulysses@traced", "ring@traced"], tiny_models,
+                      tmp_path_factory.mktemp("on-2"))
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,16 @@ def test_every_rank_gets_the_one_process_latent(request, single, nproc, mode, wo
         latent = torch.load(out / f"{mode}-rank{rank}-{workflow}.pt")
         assert latent.shape == reference.shape
         err = ((latent - reference).norm() / reference.norm()).item()
+        assert err < RTOL, f"rank {rank}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("mode", ["ulysses", "ring"])
+def test_sharded_attention_traces_under_torch_compile(on_2, single, mode):
+    """The Compile node (every block traced, aot_eager) over shards: the same latent."""
+    workflow = WORKFLOWS[0]
+    for rank in range(2):
+        latent = torch.load(on_2 / f"{mode}@traced-rank{rank}-{workflow}.pt")
+        err = ((latent - single[workflow]).norm() / single[workflow].norm()).item()
         assert err < RTOL, f"rank {rank}: relative error {err:.2e}"
 
 

@@ -5,8 +5,8 @@ multiple of ``N``); self-attention is the only layer that needs the other ranks'
 - **Ulysses** (DeepSpeed-Ulysses): one all-to-all turns ``[B, L/N, H, D]`` q, k, v into
   ``[B, L, H/N, D]``; attention runs over the whole (unpadded) sequence for ``H/N`` heads; a
   second all-to-all turns the output back.
-- **Ring**: the key/value shards travel round the ranks (send to ``r+1``, receive from
-  ``r-1``, overlapping the attention of the shard in hand); the partial outputs merge by their
+- **Ring**: the key/value shards travel round the ranks (to ``r+1``, from ``r-1``, in flight
+  while the attention of the shard in hand runs); the partial outputs merge by their
   log-sum-exp, ``o = Σ_i exp(lse_i − lse) o_i`` with ``lse = log Σ_i exp(lse_i)``. The padded
   keys of the last shard are left out.
 """
@@ -100,28 +100,21 @@ class SequenceParallel:
         return out.permute(1, 2, 0, 3, 4).reshape(b, n, h, d)
 
 
-@torch.compiler.disable  # point-to-point traffic: eager even inside a compiled block
 def _ring_attention(q, k, v, sp: SequenceParallel) -> torch.Tensor:
     n = q.shape[1]
-    ranks = dist.get_process_group_ranks(sp.group)
-    send_to, recv_from = ranks[(sp.rank + 1) % sp.size], ranks[(sp.rank - 1) % sp.size]
-    kv = torch.stack([k, v]).contiguous()
+    to_next = [(r + 1) % sp.size for r in range(sp.size)]  # rank r sends to r + 1
+    kv = torch.stack([k, v])
     out = lse = None
     for i in range(sp.size):
         owner = (sp.rank - i) % sp.size  # whose tokens are in hand
-        if i + 1 < sp.size:
-            incoming = torch.empty_like(kv)
-            requests = dist.batch_isend_irecv([
-                dist.P2POp(dist.isend, kv, send_to, sp.group),
-                dist.P2POp(dist.irecv, incoming, recv_from, sp.group)])
+        if i + 1 < sp.size:  # in flight while this shard's attention runs; waited for on use
+            incoming = funcol.permute_tensor(kv.flatten(), to_next, sp.group)
         valid = min(n, sp.length - owner * n)
         if valid > 0:
             o_i, lse_i = attention_with_lse(q, kv[0, :, :valid], kv[1, :, :valid])
             out, lse = (o_i.float(), lse_i) if out is None else _merge(out, lse, o_i, lse_i)
         if i + 1 < sp.size:
-            for request in requests:
-                request.wait()
-            kv = incoming
+            kv = incoming.view_as(kv)
     return out.to(q.dtype)
 
 
