@@ -164,9 +164,11 @@ def attention_tiles(head_dim: int, device: torch.device) -> dict[str, int]:
     ``warp_specialize``) for a device; ``bench/attention.py --sweep`` times the alternatives
     (the result's semantics do not depend on them)."""
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
-    if major >= 9:  # Hopper and newer
-        return dict(block_m=128, block_n=128 if head_dim <= 64 else 64, num_warps=8, num_stages=3,
-                    warp_specialize=False)
+    if major >= 9 and head_dim <= 64:  # Hopper and newer
+        return dict(block_m=128, block_n=128, num_warps=8, num_stages=3, warp_specialize=False)
+    if major >= 9:  # head dim 128 swept on an H100: 4 warps, 4 stages beat 8 warps, 3 stages by
+        # 11% (fp8 P·V) and 5% (fp16); see BENCHMARKS.md, 8-bit attention
+        return dict(block_m=128, block_n=64, num_warps=4, num_stages=4, warp_specialize=False)
     return dict(block_m=128, block_n=64, num_warps=4 if head_dim <= 64 else 8, num_stages=2,
                 warp_specialize=False)
 
