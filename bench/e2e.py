@@ -1,14 +1,23 @@
-"""End-to-end Wan 2.1 T2V 1.3B generation, timed stage by stage.
+"""End-to-end Wan generation, timed stage by stage.
 
-Real sizes on CUDA with random bf16 weights: DiT 1.3B, UMT5-XXL encoder (5.7 B params, the tiny
-SentencePiece tokenizer stands in for the real one) and the Wan 2.1 VAE, all built on the GPU.
-832x480, 81 frames, 50 UniPC steps, CFG 5 (cond + uncond as one batch-2 forward), then VAE decode
-and an mp4 written to a temporary folder. Cold run: the first text encode, the first sampling
-step (torch.compile) and the first decode include their warm-up. Peak GiB is the allocator peak
+Real sizes on CUDA with random weights: UMT5-XXL encoder (5.7 B params, the tiny SentencePiece
+tokenizer stands in for the real one) and the Wan 2.1 VAE, all built on the GPU, with
+
+- ``--model t2v-1.3B`` (default): DiT 1.3B bf16, 832x480, 81 frames, 50 UniPC steps, CFG 5
+  (cond + uncond as one batch-2 forward);
+- ``--model a14b-4step``: Wan 2.2 A14B T2V as the 4-step distill-LoRA workflows run it: both 14B
+  experts with fp8 e4m3 block weights (per-tensor scales, kept fp8 as fp8_scaled files load),
+  a lightx2v-sized rank-64 LoRA merged into each, CFG 1, 4 Euler steps split at the 0.875
+  boundary, shift 5, 832x480, 81 frames,
+
+then VAE decode and an mp4 written to a temporary folder. The whole generation runs ``--repeat``
+times in one process: the first is cold (text encode, the first sampling step's torch.compile and
+the first decode include their warm-up), the later ones warm. Peak GiB is the allocator peak
 during a stage, weights of every resident model included.
 
     python bench/e2e.py [--compile off|blocks] [--steps 50] [--frames 81] [--tiled-decode]
-    python bench/e2e.py --tiny     # CPU smoke run: tiny models, 5 frames, 3 steps, fp32
+    python bench/e2e.py --model a14b-4step --repeat 2
+    python bench/e2e.py --tiny [--model a14b-4step]    # CPU smoke run: tiny models, fp32
 """
 
 from __future__ import annotations
@@ -22,8 +31,11 @@ from contextlib import contextmanager
 
 import torch
 from dit_eager import CONFIGS, ours
+from lora import lightx2v_like, to_fp8
+from safetensors.torch import save_file
 
 from wanrt.wan_core.compile import MODES, compile_dit, compile_summary
+from wanrt.wan_core.lora import apply_lora, load_lora
 from wanrt.wan_core.pipelines import encode_prompts, latent_shape, task_name
 from wanrt.wan_core.sampling import sample
 from wanrt.wan_core.text_encoder import TextEncoder, UMT5Config, UMT5Encoder, UMT5Tokenizer
@@ -78,14 +90,34 @@ class Stages:
         self.rows.append((name, time.perf_counter() - start, peak))
 
 
+# --model: (DiT size, sampling settings). A14B: both experts are 14B-shaped (dim 5120, 40 layers).
+SETTINGS = {
+    "t2v-1.3B": dict(size="1.3B", steps=50, cfg=5.0, shift=5.0, sampler="unipc", experts=1),
+    "a14b-4step": dict(size="14B", steps=4, cfg=1.0, shift=5.0, sampler="euler", experts=2,
+                       boundary=0.875),
+}
+LORA_RANK = 64
+
+
+def distilled_expert(config, dtype, device, lora) -> torch.nn.Module:
+    """An A14B expert as the 4-step workflows load it: fp8 block weights, the LoRA merged."""
+    dit = ours(config, dtype, device)
+    to_fp8(dit)
+    apply_lora(dit, lora, 1.0, mode="merge")
+    return dit
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny models on CPU, fp32, compile off")
+    parser.add_argument("--model", choices=SETTINGS, default="t2v-1.3B")
     parser.add_argument("--compile", choices=MODES, default="blocks")
-    parser.add_argument("--steps", type=int, help="default 50 (--tiny: 3)")
+    parser.add_argument("--steps", type=int, help="default: the model's (--tiny: 3)")
     parser.add_argument("--frames", type=int, help="default 81 (--tiny: 5)")
+    parser.add_argument("--repeat", type=int, default=1, help="generations in one process (cold, then warm)")
     parser.add_argument("--tiled-decode", action="store_true")
     args = parser.parse_args()
+    run = SETTINGS[args.model]
     if args.tiny:
         device, dtype, width, height, mode = torch.device("cpu"), torch.float32, 96, 64, "off"
         dit_cfg = dataclasses.replace(CONFIGS["tiny"], text_dim=TINY_UMT5.dim)
@@ -95,50 +127,74 @@ def main() -> None:
         if not torch.cuda.is_available():
             parser.error("needs a CUDA GPU (or --tiny)")
         device, dtype, width, height, mode = torch.device("cuda"), torch.bfloat16, 832, 480, args.compile
-        dit_cfg, umt5_cfg, vae_cfg = CONFIGS["1.3B"], UMT5Config(), WAN21_VAE
-        steps, frames = args.steps or 50, args.frames or 81
+        dit_cfg, umt5_cfg, vae_cfg = CONFIGS[run["size"]], UMT5Config(), WAN21_VAE
+        steps, frames = args.steps or run["steps"], args.frames or 81
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
               f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
     print(compile_summary(mode))
 
-    stages, step_ends = Stages(device), []
-    start = time.perf_counter()
+    stages = Stages(device)
     with stages("build DiT"):
-        dit = compile_dit(ours(dit_cfg, dtype, device).fuse_projections(), mode)
+        if run["experts"] == 1:
+            experts = [ours(dit_cfg, dtype, device)]
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_file(lightx2v_like(dit_cfg, LORA_RANK), f"{tmp}/lora.safetensors")
+                lora = load_lora(f"{tmp}/lora.safetensors")
+            experts = [distilled_expert(dit_cfg, dtype, device, lora) for _ in range(2)]
+        experts = [compile_dit(dit.fuse_projections(), mode) for dit in experts]
     with stages("build UMT5 encoder"):
         encoder = text_encoder(umt5_cfg, dtype, device)
     with stages("build VAE"):
         decoder = vae(vae_cfg, dtype, device)
     shape = latent_shape(decoder, batch=1, frames=frames, height=height, width=width)
-    print(f"{width}x{height}, {frames} frames (latent {list(shape)}), {steps} UniPC steps, "
-          f"CFG 5, {dtype}, VAE decode {'tiled' if args.tiled_decode else 'untiled'}\n")
+    print(f"{args.model}: {width}x{height}, {frames} frames (latent {list(shape)}), {steps} "
+          f"{run['sampler']} steps, CFG {run['cfg']:g}, {dtype}"
+          f"{', fp8 blocks + merged rank-64 LoRA, 2 experts' if run['experts'] == 2 else ''}, "
+          f"VAE decode {'tiled' if args.tiled_decode else 'untiled'}\n")
+    builds = list(stages.rows)
+    for attempt in range(args.repeat):
+        stages.rows = []
+        total, steps_s = generate(experts, encoder, decoder, shape, steps, run, stages, args)
+        label = "cold (first in this process)" if attempt == 0 else "warm"
+        print(f"### generation {attempt + 1}: {label}\n")
+        print("| stage | seconds | peak GiB |")
+        print("|---|---|---|")
+        for name, seconds, peak in (builds if attempt == 0 else []) + stages.rows:
+            print(f"| {name} | {seconds:.2f} | {peak} |")
+        print(f"| sampling: first step{' (incl. compile)' if attempt == 0 else ''} | {steps_s[0]:.2f} | |")
+        if len(steps_s) > 1:
+            print(f"| sampling: median of steps 2..{steps} | {statistics.median(steps_s[1:]):.3f} | |")
+        print(f"| **total: text encode to mp4** | **{total:.2f}** | |\n")
+
+
+def generate(experts, encoder, decoder, shape, steps, run, stages, args):
+    """One prompt to an mp4; returns (seconds from text encode to the written file, step times)."""
+    step_ends = []
 
     def step_done(step, total, x0):
         stages.sync()
         step_ends.append(time.perf_counter())
 
+    start = time.perf_counter()
     with torch.no_grad():
         with stages("text encode (prompt + negative)"):
-            context, negative = encode_prompts(encoder, PROMPT, task=task_name(dit))
+            context, negative = encode_prompts(encoder, PROMPT, task=task_name(*experts[:1]))
         with stages("sampling"):
             sample_start = time.perf_counter()
-            latent = sample(dit, shape, context=context, negative_context=negative, seed=0,
-                            steps=steps, cfg=5.0, shift=5.0, sampler="unipc", callback=step_done)
+            two = len(experts) == 2
+            latent = sample(experts[0], shape, context=context, negative_context=negative, seed=0,
+                            steps=steps, cfg=run["cfg"], shift=run["shift"], sampler=run["sampler"],
+                            low_noise_model=experts[1] if two else None,
+                            boundary=run.get("boundary") if two else None,
+                            cfg_low=run["cfg"] if two else None, callback=step_done)
         with stages("VAE decode"):
             video = ((decoder.decode(latent, tiled=args.tiled_decode) + 1) / 2).clamp(0, 1)
     with stages("write mp4"), tempfile.TemporaryDirectory() as out:
         save_video(video[0].permute(1, 2, 3, 0), out, "e2e")
     total = time.perf_counter() - start
-
     steps_s = [b - a for a, b in zip([sample_start] + step_ends, step_ends)]
-    print("| stage | seconds | peak GiB |")
-    print("|---|---|---|")
-    for name, seconds, peak in stages.rows:
-        print(f"| {name} | {seconds:.2f} | {peak} |")
-    print(f"| sampling: first step (incl. compile) | {steps_s[0]:.2f} | |")
-    if len(steps_s) > 1:
-        print(f"| sampling: median of steps 2..{steps} | {statistics.median(steps_s[1:]):.3f} | |")
-    print(f"| **total** | **{total:.2f}** | |")
+    return total, steps_s
 
 
 if __name__ == "__main__":
