@@ -207,3 +207,14 @@ def test_scaling_benchmark_runs_every_mode(tmp_path):
     rows = [line for line in done.stdout.splitlines() if line.startswith("| tiny |")]
     assert [row.split("|")[2].strip() for row in rows] == [
         "1 GPU", "cfg", "ulysses", "ring", "cfg+ulysses", "cfg+ring"]
+
+
+def test_work_done_once_reaches_every_rank_and_so_does_its_error(tmp_path):
+    done = torchrun(2, str(DRIVER.parent / "parallel_once_driver.py"), str(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / f"once-rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["calls"] == ["outer", "inner", "inner"] and rank1["calls"] == []
+    for got in (rank0, rank1):
+        assert (got["sum"], got["label"], got["pair"]) == (6.0, "from rank 0", [[1.0, 2.0, 3.0], [3]])
+    assert rank0["error"] == "ValueError: bad prompt"
+    assert rank1["error"] == "RankFailed: rank 0 failed: ValueError: bad prompt"

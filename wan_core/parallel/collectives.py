@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import pickle
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -40,20 +41,27 @@ class RankFailed(RuntimeError):
     """The rank that ran shared work failed; the message carries its error."""
 
 
+_inside_once = threading.local()
+
+
 def once(fn: Callable) -> Callable:
     """Decorator: in a parallel run, ``fn`` runs on rank 0 alone and every rank returns its
     result (tensors anywhere in it arrive on this rank's device of the same type); an error
-    on rank 0 is raised on every rank. One process: ``fn`` as it is."""
+    on rank 0 is raised on every rank. One process, or a call made inside another ``once``
+    function (on rank 0 alone): ``fn`` as it is."""
     @functools.wraps(fn)
     def shared(*args, **kwargs):
-        if current() is None:
+        if current() is None or getattr(_inside_once, "active", False):
             return fn(*args, **kwargs)
         result = error = None
         if current().is_writer:
+            _inside_once.active = True
             try:
                 result = fn(*args, **kwargs)
             except Exception as e:  # every rank must hear of it, or they wait forever
                 error = e
+            finally:
+                _inside_once.active = False
         return broadcast_from_writer(result, error)
     return shared
 
