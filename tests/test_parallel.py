@@ -1,7 +1,8 @@
 """Several processes on one video (``wan_core.parallel``), on CPU with gloo under torchrun: every
-parallel mode gives the one-process latents of the tiny T2V, I2V and TI2V workflows within fp32
-rounding on 2 and 4 processes; the CLI writes one video from rank 0; a bad layout is a clear
-error; a rank that dies or hangs ends the run with an error naming it."""
+parallel mode gives the one-process latents of the tiny T2V, I2V and TI2V workflows (and of T2V
+made of ComfyUI's core nodes) within fp32 rounding on 2 and 4 processes; the CLI and the server
+write one video from rank 0; a bad layout is a clear error; a rank that dies or hangs ends the
+run with an error naming it."""
 
 import json
 import os
