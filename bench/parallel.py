@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 import torch.distributed as dist
 from dit_eager import CONFIGS, ours
+from harness import first_call, timed
 
 from wanrt.wan_core import parallel
 from wanrt.wan_core.compile import compile_dit
@@ -49,21 +48,16 @@ def step_fn(model, device, dtype, size, split: bool = True):
     return step
 
 
-def timed(step, runs: int, device) -> tuple[float, float]:
-    """(first call s, median ms of ``runs`` more), every rank in step."""
-    def one():
+def measured(step, runs: int, device) -> tuple[float, float]:
+    """(first call s, median ms of ``runs`` more) of ``step``, every rank starting each together."""
+    def together():
         if dist.is_initialized():
             dist.barrier()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         with torch.no_grad():
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-    first = one()
-    return first, statistics.median(one() * 1e3 for _ in range(runs))
+            return step()
+    first, _ = first_call(together, device)
+    ms, _, _ = timed(together, runs, device, warmup=0)
+    return first, ms
 
 
 def main() -> None:
@@ -86,7 +80,7 @@ def main() -> None:
         device = mesh.device
         dtype = torch.float32 if args.tiny else torch.bfloat16
         model = compile_dit(ours(config, dtype, device).fuse_projections(), args.compile)
-        first, single = timed(step_fn(model, device, dtype, SIZES[name], split=False), args.runs,
+        first, single = measured(step_fn(model, device, dtype, SIZES[name], split=False), args.runs,
                               device)
         rows.append((name, "1 GPU", first, single, 1.0))
         for mode in modes:
@@ -100,7 +94,7 @@ def main() -> None:
             torch._dynamo.reset()
             model = compile_dit(ours(config, dtype, device).fuse_projections(), args.compile)
             model.set_sequence_parallel(mesh.sequence_parallel)
-            first, ms = timed(step_fn(model, device, dtype, SIZES[name]), args.runs, device)
+            first, ms = measured(step_fn(model, device, dtype, SIZES[name]), args.runs, device)
             rows.append((name, mode, first, ms, single / ms))
         del model
     if parallel.is_writer():

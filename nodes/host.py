@@ -293,6 +293,13 @@ class HeadlessHost(Host):
                 host.add_model_folder(folder, path, is_default=is_default)
         return host
 
+    def take_part(self, mesh) -> None:
+        """Act as one rank of a parallel run (a ``wan_core.parallel.Mesh``): interrupts stop
+        the run at sampling steps only; ranks other than 0 write no files and draw no bars."""
+        self.parallel = True
+        if not mesh.is_writer:
+            self.writes_outputs = self.show_progress = False
+
     def add_model_folder(self, folder: str, path, *, is_default: bool = False) -> None:
         """Like folder_paths.add_model_folder_path: legacy names mapped, a default goes first."""
         paths = self._folders.setdefault(canonical_folder(folder), [])

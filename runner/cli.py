@@ -128,12 +128,13 @@ def _run(args: argparse.Namespace, mesh) -> int:
             from ..wan_core.attention import get_backend
             get_backend(args.attention)  # ValueError listing the names
         host = HeadlessHost.from_paths(args.models_dir, args.extra_model_paths, output_dir=args.output_dir,
-                                       input_dir=args.input_dir, show_progress=writer and not args.no_progress,
+                                       input_dir=args.input_dir, show_progress=not args.no_progress,
                                        memory=memory_options(args))
     except (OSError, ValueError, ImportError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    host.writes_outputs, host.parallel = writer, mesh is not None
+    if mesh is not None:
+        host.take_part(mesh)
     executor = Executor(host)
     start = time.perf_counter()
     with _sigterm_interrupts() as terminated:

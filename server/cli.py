@@ -54,11 +54,11 @@ def _serve(args: argparse.Namespace, mesh) -> int:
     try:
         host = HeadlessHost.from_paths(args.models_dir, args.extra_model_paths, output_dir=args.output_dir,
                                        input_dir=args.input_dir, temp_dir=args.temp_dir)
-        host.parallel = mesh is not None
+        if mesh is not None:
+            host.take_part(mesh)
         if mesh is not None and not mesh.is_writer:  # rank 0 serves; the others follow it
             from ..nodes import runner_node_classes
             from .worker import follow
-            host.writes_outputs, host.show_progress = False, False
             follow(host, runner_node_classes())
             return 0
         _copy_missing(os.path.join(WORKFLOWS_DIR, "inputs"), host.input_dir())

@@ -77,32 +77,20 @@ def _divisors(n: int) -> str:
 @dataclasses.dataclass(frozen=True)
 class Mesh:
     """The groups of this rank: ``cfg_group`` (the ranks of the same tokens across guidance
-    passes) and ``sequence_group`` (the ranks sharing one pass's tokens, with its
-    ``sequence_parallel`` attention); None where that split is 1."""
+    passes) and ``sequence_parallel`` (the ranks sharing one pass's tokens, with their
+    attention); None where that split is 1."""
 
     layout: Layout
     rank: int
     cfg_rank: int
     sequence_rank: int
     cfg_group: dist.ProcessGroup | None
-    sequence_group: dist.ProcessGroup | None
+    sequence_parallel: SequenceParallel | None
     device: torch.device
     monitor_group: dist.ProcessGroup  # gloo, every rank: finds the ranks that stopped answering
     # gloo, every rank, no practical timeout: rank 0 hands out work that may be long in coming
     # (a server's next prompt)
     announce_group: dist.ProcessGroup
-
-    @property
-    def sequence_parallel(self) -> SequenceParallel | None:
-        if self.sequence_group is None:
-            return None
-        if self._sequence_parallel is None:
-            object.__setattr__(self, "_sequence_parallel",
-                               SequenceParallel(self.sequence_group, self.layout.attention,
-                                                self.device))
-        return self._sequence_parallel
-
-    _sequence_parallel: SequenceParallel | None = dataclasses.field(default=None, repr=False)
 
     @property
     def is_writer(self) -> bool:
@@ -150,13 +138,13 @@ def init(mode: str, *, timeout_s: float = 600.0) -> Mesh:
                                 device_id=device if device.type != "cpu" else None)
     rank = dist.get_rank()
     cfg_rank, sequence_rank = divmod(rank, layout.sequence)
-    cfg_group = sequence_group = None
+    cfg_group = sequence_parallel = None
     # Every rank creates every group (new_group is collective), keeping its own.
     for c in range(layout.cfg):
         ranks = list(range(c * layout.sequence, (c + 1) * layout.sequence))
         group = dist.new_group(ranks, timeout=timeout) if layout.sequence > 1 else None
-        if c == cfg_rank:
-            sequence_group = group
+        if c == cfg_rank and group is not None:
+            sequence_parallel = SequenceParallel(group, layout.attention, device)
     for s in range(layout.sequence):
         ranks = list(range(s, layout.world_size, layout.sequence))
         group = dist.new_group(ranks, timeout=timeout) if layout.cfg > 1 else None
@@ -164,7 +152,7 @@ def init(mode: str, *, timeout_s: float = 600.0) -> Mesh:
             cfg_group = group
     monitor = dist.new_group(backend="gloo", timeout=timeout)
     announce = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=365))
-    _current = Mesh(layout, rank, cfg_rank, sequence_rank, cfg_group, sequence_group, device,
+    _current = Mesh(layout, rank, cfg_rank, sequence_rank, cfg_group, sequence_parallel, device,
                     monitor, announce)
     return _current
 
