@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import traceback
 
@@ -35,9 +36,9 @@ import harness  # bench/ is on sys.path when run as a script
 KERNEL_SHAPES = [(1, 32760, 12, 128), (1, 32760, 40, 128), (1, 75600, 40, 128)]
 TINY_SHAPES = [(1, 130, 2, 64)]
 SWEEP = dict(block_m=(128,), block_n=(64, 128), num_warps=(4, 8), num_stages=(2, 3, 4),
-             warp_specialize=(False,))
+             warp_specialize=(False,), tma=(False,), exp2=("mufu",))
 TINY_SWEEP = dict(block_m=(64,), block_n=(64,), num_warps=(4,), num_stages=(1,),
-                  warp_specialize=(False,))
+                  warp_specialize=(False,), tma=(False, True), exp2=("mufu", "split"))
 
 
 def parse_args():
@@ -46,6 +47,8 @@ def parse_args():
     p.add_argument("--skip-dit", action="store_true", help="no DiT rows")
     p.add_argument("--sweep", action="store_true", help="time the kernel's tiles")
     p.add_argument("--sweep-shape", default="1,32760,40,128", help="B,L,H,D of the sweep")
+    p.add_argument("--sweep-grid", type=json.loads, default={},
+                   help='JSON overriding sweep axes, e.g. \'{"block_m": [128, 256]}\'')
     p.add_argument("--models", default="1.3B,14B", help="DiT models: 1.3B, 14B")
     p.add_argument("--dit-backends", default="sage8,sage8-fp16",
                    help="attention backends of ours besides auto (comma-separated)")
@@ -199,12 +202,16 @@ def sweep(args, device, deadline) -> None:
     q, k, v = qkv(shape, device, torch.bfloat16)
     flops = 4 * shape[0] * shape[2] * shape[1] ** 2 * shape[3]
     default = triton_ops.attention_tiles(shape[3], device)
-    grid = TINY_SWEEP if args.tiny else dict(SWEEP)
+    grid = dict(TINY_SWEEP if args.tiny else SWEEP)
     if device.type == "cuda" and torch.cuda.get_device_capability()[0] >= 9:
         grid["warp_specialize"] = (False, True)  # Triton's automatic warp specialisation
+        grid["tma"] = (False, True)  # tiles through Hopper's tensor memory accelerator
+    grid.update(args.sweep_grid)
+    heads = slice(0, min(args.ref_heads, shape[2]))
+    ref = fp32_attention(q[:, :, heads], k[:, :, heads], v[:, :, heads])
     print(f"\n### sage8 tile sweep at {list(shape)} (default {default})\n\n"
-          "| P·V | BLOCK_M | BLOCK_N | warps | stages | warp spec. | median ms | TFLOP/s |\n"
-          "|---|---|---|---|---|---|---|---|", flush=True)
+          f"| P·V | {' | '.join(grid)} | median ms | TFLOP/s | cosine | rel. L2 |\n"
+          f"|{'---|' * (len(grid) + 5)}", flush=True)
     pvs = ["fp8", "fp16"] if kernels.fp8_dot_supported(device.type) or args.tiny else ["fp16"]
     for pv in pvs:
         for values in itertools.product(*grid.values()):
@@ -212,18 +219,17 @@ def sweep(args, device, deadline) -> None:
             if not deadline.ok():
                 print("| skipped: budget |")
                 return
-            mark = " (default)" if t == default else ""
+            row = f"| {pv}{' (default)' if t == default else ''} | {' | '.join(map(str, values))}"
             try:
-                ms, _, _ = harness.timed(
+                ms, _, out = harness.timed(
                     lambda: triton_ops.sage8_attention(q, k, v, pv=pv, **t),
                     1 if args.tiny else 5, device, warmup=0 if args.tiny else 1)
-                print(f"| {pv}{mark} | {t['block_m']} | {t['block_n']} | {t['num_warps']} | "
-                      f"{t['num_stages']} | {t['warp_specialize']} | {ms:.2f} | "
-                      f"{flops / ms / 1e9:.0f} |", flush=True)
+                cosine, rel = harness.accuracy(out[:, :, heads], ref)
+                print(f"{row} | {ms:.2f} | {flops / ms / 1e9:.0f} | {cosine:.6f} | {rel:.2e} |",
+                      flush=True)
             except Exception as e:  # noqa: BLE001 - e.g. out of shared memory
-                print(f"| {pv}{mark} | {t['block_m']} | {t['block_n']} | {t['num_warps']} | "
-                      f"{t['num_stages']} | {t['warp_specialize']} | error: {type(e).__name__} "
-                      f"| |", flush=True)
+                print(f"{row} | error: {type(e).__name__}: {str(e).splitlines()[0][:80]} | | | |",
+                      flush=True)
     del q, k, v
     free(device)
 

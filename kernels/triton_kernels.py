@@ -142,47 +142,96 @@ def _round_to_e4m3(x):
 
 
 @triton.jit
-def _attend_block(acc, m_i, l_i, q, qs, k_head, k_scale_head, v_head, stride_vl, stride_vd,
-                  start, Lk, d, H: tl.constexpr, D: tl.constexpr, K_BLOCK: tl.constexpr,
+def _int_to_float(x):
+    """int32 ``|x| < 2^22`` (an int8 dot over at most 256 channels: 127² · 256 < 2^22) to fp32,
+    exactly, as one integer and one float add: ``x + 1.5·2^23`` in the mantissa of 1.5·2^23. The
+    tensor cores' int32 results would otherwise go through the conversion unit, a quarter of the
+    FMA units' rate, once per logit."""
+    return (x + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+
+
+@triton.jit
+def _exp2_fma(x):
+    """2^x for fp32 ``x <= 0`` on the FMA units: ``2^round(x)`` into the exponent bits, ``2^f``
+    (``|f| <= 1/2``) by a cubic fitted for relative error (max 7.7e-5, under half an fp16 ulp);
+    below 2^-126 it returns 2^-126, not 0."""
+    x = tl.maximum(x, -126.0)
+    t = x + 12582912.0  # 1.5·2^23: rounds x to an integer, held in t's low mantissa bits
+    f = x - (t - 12582912.0)
+    p = 0.05508868380751114 * f + 0.24260405145947936
+    p = p * f + 0.6932762416819607
+    p = p * f + 0.9999289403695112
+    n = t.to(tl.int32, bitcast=True) - 0x4B400000
+    return (p.to(tl.int32, bitcast=True) + (n << 23)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _exp2_tile(x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EXP2: tl.constexpr):
+    """2^x of a ``[BLOCK_M, BLOCK_N]`` tile: ``"mufu"`` on the special-function units (16 per SM
+    per clock on Hopper, as slow as an 8-bit tile's MMA), ``"fma"`` by :func:`_exp2_fma`,
+    ``"split"`` every other column each way (FlashAttention-4's balance)."""
+    if EXP2 == "fma":
+        return _exp2_fma(x)
+    elif EXP2 == "split":
+        a, b = tl.split(tl.reshape(x, (BLOCK_M, BLOCK_N // 2, 2)))
+        return tl.reshape(tl.join(tl.math.exp2(a), _exp2_fma(b)), (BLOCK_M, BLOCK_N))
+    else:
+        return tl.math.exp2(x)
+
+
+@triton.jit
+def _attend_block(acc, m_i, l_i, q, qs, k_src, k_scale_head, v_src, stride_vl, stride_vd,
+                  b, h, start, Lk, d, H: tl.constexpr, D: tl.constexpr, K_BLOCK: tl.constexpr,
                   BLOCK_N: tl.constexpr, PV_FP8: tl.constexpr, EMULATE_FP8_CAST: tl.constexpr,
-                  MASK: tl.constexpr):
-    """One key block of the online softmax: returns the updated ``(acc, m_i, l_i)``."""
+                  MASK: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
+                  EXP2: tl.constexpr):
+    """One key block of the online softmax: returns the updated ``(acc, m_i, l_i)``. With
+    ``TMA``, ``k_src`` / ``v_src`` are tensor descriptors (the copy engine fills shared memory and
+    zero-fills past the end); otherwise the head's base pointers."""
     cols = start + tl.arange(0, BLOCK_N)
     valid = cols < Lk
-    if MASK:
-        kt = tl.load(k_head + cols.to(tl.int64)[None, :] * (H * D) + d[:, None],
+    if TMA:
+        kt = tl.trans(k_src.load([b, start, h, 0]).reshape(BLOCK_N, D))
+    elif MASK:
+        kt = tl.load(k_src + cols.to(tl.int64)[None, :] * (H * D) + d[:, None],
                      mask=valid[None, :], other=0)
     else:
-        kt = tl.load(k_head + cols.to(tl.int64)[None, :] * (H * D) + d[:, None])
+        kt = tl.load(k_src + cols.to(tl.int64)[None, :] * (H * D) + d[:, None])
     if K_BLOCK % BLOCK_N == 0:  # the tile lies in one quantisation block: one scale, one multiply
         scale = (qs * tl.load(k_scale_head + start // K_BLOCK))[:, None]
     else:
         scale = qs[:, None] * tl.load(k_scale_head + cols // K_BLOCK, mask=valid, other=0.0)[None, :]
-    s = tl.dot(q, kt, out_dtype=tl.int32).to(tl.float32) * scale  # log2-scaled logits
+    s = _int_to_float(tl.dot(q, kt, out_dtype=tl.int32)) * scale  # log2-scaled logits
     if MASK:
         s = tl.where(valid[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
-    p = tl.math.exp2(s - m_new[:, None])
+    p = _exp2_tile(s - m_new[:, None], BLOCK_M, BLOCK_N, EXP2)
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
     if PV_FP8:  # V is [D, L] per head (token-contiguous), scaled to +-448 per channel
-        vt_ptr = v_head + d[:, None] * stride_vd + cols.to(tl.int64)[None, :] * stride_vl
-        if MASK:
-            vt = tl.load(vt_ptr, mask=valid[None, :], other=0.0)
+        if TMA:
+            vt = v_src.load([b, h, 0, start]).reshape(D, BLOCK_N)
         else:
-            vt = tl.load(vt_ptr)
+            vt_ptr = v_src + d[:, None] * stride_vd + cols.to(tl.int64)[None, :] * stride_vl
+            if MASK:
+                vt = tl.load(vt_ptr, mask=valid[None, :], other=0.0)
+            else:
+                vt = tl.load(vt_ptr)
         p8 = p * 448.0
         if EMULATE_FP8_CAST:
             p8 = _round_to_e4m3(p8)
         # fp32 accumulation: the tensor cores' reduced-precision fp8 sums cover one tile only
         acc = tl.dot(p8.to(tl.float8e4nv), tl.trans(vt), acc, max_num_imprecise_acc=BLOCK_N)
     else:
-        v_ptr = v_head + cols.to(tl.int64)[:, None] * stride_vl + d[None, :] * stride_vd
-        if MASK:
-            v = tl.load(v_ptr, mask=valid[:, None], other=0.0)
+        if TMA:
+            v = v_src.load([b, start, h, 0]).reshape(BLOCK_N, D)
         else:
-            v = tl.load(v_ptr)
+            v_ptr = v_src + cols.to(tl.int64)[:, None] * stride_vl + d[None, :] * stride_vd
+            if MASK:
+                v = tl.load(v_ptr, mask=valid[:, None], other=0.0)
+            else:
+                v = tl.load(v_ptr)
         acc = tl.dot(p.to(tl.float16), v, acc)
     return acc, m_new, l_i
 
@@ -194,11 +243,14 @@ def sage8_attention_kernel(
     k_ptr, k_scale_ptr,                         # contiguous [B, Lk, H, D] int8, [B, H, NK] fp32
     v_ptr, stride_vb, stride_vh, stride_vl, stride_vd,  # fp16 [B, Lk, H, D] / fp8 [B, H, D, Lk]
     v_scale_ptr,                                # contiguous [B, H, D] fp32 (fp8 only)
+    k_desc, v_desc,                             # descriptors of k and v (TMA only, else None)
     Lq, Lk, NQ, NK,
     H: tl.constexpr, D: tl.constexpr, Q_BLOCK: tl.constexpr, K_BLOCK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PV_FP8: tl.constexpr, EMULATE_FP8_CAST: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,              # Triton's warp specialisation of the key loop
+    TMA: tl.constexpr,                          # k, v tiles through tensor descriptors
+    EXP2: tl.constexpr,                         # "mufu", "fma" or "split": see _exp2_tile
 ):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -210,22 +262,24 @@ def sage8_attention_kernel(
     q_offs = ((b * Lq + rows[:, None]) * H + h) * D + d[None, :]
     q = tl.load(q_ptr + q_offs, mask=row_ok[:, None], other=0)
     qs = tl.load(q_scale_ptr + bh * NQ + rows // Q_BLOCK, mask=row_ok, other=0.0)
-    k_head = k_ptr + (b * Lk * H + h) * D
+    k_src = k_desc if TMA else k_ptr + (b * Lk * H + h) * D
     k_scale_head = k_scale_ptr + bh * NK
-    v_head = v_ptr + b * stride_vb + h.to(tl.int64) * stride_vh
+    v_src = v_desc if TMA else v_ptr + b * stride_vb + h.to(tl.int64) * stride_vh
 
     acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     full = Lk - Lk % BLOCK_N
     for start in tl.range(0, full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
-        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, qs, k_head, k_scale_head, v_head,
-                                      stride_vl, stride_vd, start, Lk, d, H, D, K_BLOCK,
-                                      BLOCK_N, PV_FP8, EMULATE_FP8_CAST, False)
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, qs, k_src, k_scale_head, v_src,
+                                      stride_vl, stride_vd, b.to(tl.int32), h, start, Lk, d, H, D,
+                                      K_BLOCK, BLOCK_N, PV_FP8, EMULATE_FP8_CAST, False, TMA,
+                                      BLOCK_M, EXP2)
     if full < Lk:
-        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, qs, k_head, k_scale_head, v_head,
-                                      stride_vl, stride_vd, full, Lk, d, H, D, K_BLOCK,
-                                      BLOCK_N, PV_FP8, EMULATE_FP8_CAST, True)
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, qs, k_src, k_scale_head, v_src,
+                                      stride_vl, stride_vd, b.to(tl.int32), h, full, Lk, d, H, D,
+                                      K_BLOCK, BLOCK_N, PV_FP8, EMULATE_FP8_CAST, True, TMA,
+                                      BLOCK_M, EXP2)
     if PV_FP8:
         acc = acc * tl.math.div_rn(tl.load(v_scale_ptr + bh * D + d), 448.0)[None, :]
     out = tl.math.div_rn(acc, l_i[:, None])

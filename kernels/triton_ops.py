@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import triton
 from torch import Tensor
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import torch_ops
 from .triton_kernels import (quantize_int8_kernel, rotary_kernel, row_kernel,
@@ -161,16 +162,18 @@ def _(x, cos, sin):
 
 def attention_tiles(head_dim: int, device: torch.device) -> dict[str, int]:
     """The attention kernel's tiles (``block_m``, ``block_n``, ``num_warps``, ``num_stages``,
-    ``warp_specialize``) for a device; ``bench/attention.py --sweep`` times the alternatives
-    (the result's semantics do not depend on them)."""
+    ``warp_specialize``, ``tma``, ``exp2``) for a device; ``bench/attention.py --sweep`` times the
+    alternatives (the result's semantics do not depend on them)."""
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
     if major >= 9 and head_dim <= 64:  # Hopper and newer
-        return dict(block_m=128, block_n=128, num_warps=8, num_stages=3, warp_specialize=False)
+        return dict(block_m=128, block_n=128, num_warps=8, num_stages=3, warp_specialize=False,
+                    tma=False, exp2="mufu")
     if major >= 9:  # head dim 128 swept on an H100: 4 warps, 4 stages beat 8 warps, 3 stages by
         # 11% (fp8 P·V) and 5% (fp16); see BENCHMARKS.md, 8-bit attention
-        return dict(block_m=128, block_n=64, num_warps=4, num_stages=4, warp_specialize=False)
+        return dict(block_m=128, block_n=64, num_warps=4, num_stages=4, warp_specialize=False,
+                    tma=False, exp2="mufu")
     return dict(block_m=128, block_n=64, num_warps=4 if head_dim <= 64 else 8, num_stages=2,
-                warp_specialize=False)
+                warp_specialize=False, tma=False, exp2="mufu")
 
 
 def quantize_int8_blocks(x: Tensor, block: int, *, mean: Tensor | None = None,
@@ -193,7 +196,8 @@ def quantize_int8_blocks(x: Tensor, block: int, *, mean: Tensor | None = None,
 def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_block: int = 128,
                     k_block: int = 64, block_m: int | None = None, block_n: int | None = None,
                     num_warps: int | None = None, num_stages: int | None = None,
-                    warp_specialize: bool | None = None) -> Tensor:
+                    warp_specialize: bool | None = None, tma: bool | None = None,
+                    exp2: str | None = None) -> Tensor:
     """``torch_ops.sage8_attention`` with the fused quantisation and attention kernels; the tiles
     default to :func:`attention_tiles` (they change speed, not the result's semantics)."""
     _check_device(q)
@@ -213,11 +217,20 @@ def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_bloc
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if out.numel() == 0 or lk == 0:
         return out.zero_()
+    tma = tiles["tma"] if tma is None else tma
+    k_desc = v_desc = None
+    if tma:  # Hopper's copy engine: [1, BLOCK_N, 1, D] tiles of k (and v), v fp8 [1, 1, D, BLOCK_N]
+        k_desc = TensorDescriptor.from_tensor(k8, [1, block_n, 1, d])
+        vq = vq.contiguous()
+        v_desc = TensorDescriptor.from_tensor(
+            vq, [1, 1, d, block_n] if pv == "fp8" else [1, block_n, 1, d])
     with _device_of(q):
         sage8_attention_kernel[(triton.cdiv(lq, block_m), b * h)](
-            out, q8, qs, k8, ks, vq, *v_strides, vs, lq, lk, qs.shape[-1], ks.shape[-1],
+            out, q8, qs, k8, ks, vq, *v_strides, vs, k_desc, v_desc, lq, lk, qs.shape[-1],
+            ks.shape[-1],
             H=h, D=d, Q_BLOCK=q_block, K_BLOCK=k_block, BLOCK_M=block_m, BLOCK_N=block_n,
-            PV_FP8=pv == "fp8", EMULATE_FP8_CAST=_INTERPRET,
+            PV_FP8=pv == "fp8", EMULATE_FP8_CAST=_INTERPRET, TMA=tma,
+            EXP2=exp2 or tiles["exp2"],
             WARP_SPECIALIZE=tiles["warp_specialize"] if warp_specialize is None else warp_specialize,
             num_warps=num_warps or tiles["num_warps"], num_stages=num_stages or tiles["num_stages"])
     return out
