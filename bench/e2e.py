@@ -10,13 +10,16 @@ tokenizer stands in for the real one) and the Wan 2.1 VAE, all built on the GPU,
   a lightx2v-sized rank-64 LoRA merged into each, CFG 1, 4 Euler steps split at the 0.875
   boundary, shift 5, 832x480, 81 frames,
 
-then VAE decode and an mp4 written to a temporary folder. The whole generation runs ``--repeat``
+then VAE decode and an mp4 written to a temporary folder. ``--fp8-matmul off,tensor`` (a14b-4step)
+times the generations once per setting in the same process: the fp8 block weights dequantised
+per matmul (``off``, as ComfyUI's ``fp8_e4m3fn``) or run as fp8 GEMMs with activations quantised
+per ``tensor`` / ``row`` (as ``fp8_e4m3fn_fast``); ``--fp8-matmul`` changes recompile the blocks. The whole generation runs ``--repeat``
 times in one process: the first is cold (text encode, the first sampling step's torch.compile and
 the first decode include their warm-up), the later ones warm. Peak GiB is the allocator peak
 during a stage, weights of every resident model included.
 
     python bench/e2e.py [--compile off|blocks] [--steps 50] [--frames 81] [--tiled-decode]
-    python bench/e2e.py --model a14b-4step --repeat 2
+    python bench/e2e.py --model a14b-4step --repeat 2 [--fp8-matmul off,tensor]
     python bench/e2e.py --tiny [--model a14b-4step]    # CPU smoke run: tiny models, fp32
 """
 
@@ -116,8 +119,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="default 81 (--tiny: 5)")
     parser.add_argument("--repeat", type=int, default=1, help="generations in one process (cold, then warm)")
     parser.add_argument("--tiled-decode", action="store_true")
+    parser.add_argument("--fp8-matmul", default="off",
+                        help="a14b-4step: comma-separated settings of the fp8 blocks' matmul, each "
+                             "timed: off (dequantise), tensor, row (fp8 GEMMs)")
     args = parser.parse_args()
     run = SETTINGS[args.model]
+    fp8_matmuls = args.fp8_matmul.split(",")
+    if not set(fp8_matmuls) <= {"off", "tensor", "row"}:
+        parser.error(f"--fp8-matmul takes off, tensor, row; got {args.fp8_matmul!r}")
+    if run["experts"] == 1 and fp8_matmuls != ["off"]:
+        parser.error("--fp8-matmul needs fp8 weights: --model a14b-4step")
     if args.tiny:
         device, dtype, width, height, mode = torch.device("cpu"), torch.float32, 96, 64, "off"
         dit_cfg = dataclasses.replace(CONFIGS["tiny"], text_dim=TINY_UMT5.dim)
@@ -153,20 +164,29 @@ def main() -> None:
           f"{', fp8 blocks + merged rank-64 LoRA, 2 experts' if run['experts'] == 2 else ''}, "
           f"VAE decode {'tiled' if args.tiled_decode else 'untiled'}\n")
     builds = list(stages.rows)
-    for attempt in range(args.repeat):
-        stages.rows = []
-        total, steps_s = generate(experts, encoder, decoder, shape, steps, run, stages, args)
-        label = "cold (first in this process)" if attempt == 0 else "warm"
-        print(f"### generation {attempt + 1}: {label}\n")
-        print("| stage | seconds | peak GiB |")
-        print("|---|---|---|")
-        for name, seconds, peak in (builds if attempt == 0 else []) + stages.rows:
-            print(f"| {name} | {seconds:.2f} | {peak} |")
-        print(f"| sampling: first step{' (incl. compile)' if attempt == 0 else ''} | {steps_s[0]:.2f} | |")
-        if len(steps_s) > 1:
-            print(f"| sampling: median of steps 2..{steps} | {statistics.median(steps_s[1:]):.3f} | |")
-        print(f"| **total: text encode to mp4** | **{total:.2f}** | |\n")
-
+    for setting, fp8_matmul in enumerate(fp8_matmuls):
+        for dit in experts:
+            dit.use_fp8_matmul(None if fp8_matmul == "off" else fp8_matmul)
+        if run["experts"] == 2:
+            print("## fp8 blocks: " + ("dequantised per matmul\n" if fp8_matmul == "off" else
+                                       f"fp8 GEMMs, activations quantised per {fp8_matmul}\n"))
+        for attempt in range(args.repeat):
+            stages.rows = []
+            total, steps_s = generate(experts, encoder, decoder, shape, steps, run, stages, args)
+            label = ("warm" if attempt else "cold (first in this process)" if setting == 0 else
+                     "first with this setting (blocks recompile)")
+            print(f"### generation {attempt + 1}: {label}\n")
+            print("| stage | seconds | peak GiB |")
+            print("|---|---|---|")
+            for name, seconds, peak in (builds if attempt == 0 else []) + stages.rows:
+                print(f"| {name} | {seconds:.2f} | {peak} |")
+            print(f"| sampling: first step{'' if attempt else ' (incl. compile)'} | "
+                  f"{steps_s[0]:.2f} | |")
+            if len(steps_s) > 1:
+                print(f"| sampling: median of steps 2..{steps} | "
+                      f"{statistics.median(steps_s[1:]):.3f} | |")
+            print(f"| **total: text encode to mp4** | **{total:.2f}** | |\n")
+        builds = []
 
 def generate(experts, encoder, decoder, shape, steps, run, stages, args):
     """One prompt to an mp4; returns (seconds from text encode to the written file, step times)."""

@@ -12,10 +12,12 @@ stage, the idle A14B expert parked in pinned CPU memory); eager (compile off).
 2. Wan 2.2 A14B T2V, the same (expert switch mid-run; the high-noise expert is parked).
 3. Wan 2.1 1.3B T2V (bf16) within 8 GiB, the text encoder on the CPU.
 4. fp8 GEMMs vs bf16, per 14B forward (uncapped: the bf16 14B weights alone are 26 GiB), with
-   the relative L2 error of the output.
+   the relative L2 error of the output; eager, or compiled per block with ``--fp8-compile
+   blocks`` (Inductor then fuses the activations' quantisation into the ops before each GEMM).
 
     python bench/memory.py [--cap 24] [--swaps 0,10,20,30,40] [--a14b-swaps 0,20,40]
                            [--steps 4] [--frames 81] [--skip-a14b] [--skip-1.3b] [--skip-fp8]
+                           [--fp8-compile off|blocks] [--only-fp8]
     python bench/memory.py --tiny      # CPU smoke run: tiny models (2 blocks: 0 / 1 / 2 swapped),
                                        # fp32, no cap
 """
@@ -39,6 +41,7 @@ from e2e import PROMPT, Stages, text_encoder, vae  # noqa: E402
 from wanrt.kernels import fp8_matmul_supported  # noqa: E402
 from wanrt.kernels.fp8 import E4M3  # noqa: E402
 from wanrt.wan_core.block_swap import enable_block_swap  # noqa: E402
+from wanrt.wan_core.compile import compile_dit  # noqa: E402
 from wanrt.wan_core.dit import WanModel  # noqa: E402
 from wanrt.wan_core.dit.model import Linear  # noqa: E402
 from wanrt.wan_core.pipelines import encode_prompts, latent_shape  # noqa: E402
@@ -134,11 +137,12 @@ def print_rows(title, rows):
 
 
 @torch.no_grad()
-def fp8_vs_bf16(config, device, tokens_shape):
+def fp8_vs_bf16(config, device, tokens_shape, mode="off"):
     """Median seconds of one forward with bf16 weights, fp8 weights dequantised per matmul and
-    fp8 GEMMs; relative L2 of each output against the bf16 one."""
+    fp8 GEMMs (per row and per tensor); relative L2 of each output against the bf16 one. Compile
+    ``mode`` as ``compile_dit``'s (each weight change recompiles the blocks, in the warm-up)."""
     dit = random_dit(config, fp8=False, device=device, seed=3)
-    dit.to(device)
+    dit = compile_dit(dit.to(device), mode)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, config.in_dim, *tokens_shape, generator=g).to(device)
     context = torch.randn(1, 512, config.text_dim, generator=g).to(device, dit.dtype)
@@ -161,17 +165,22 @@ def fp8_vs_bf16(config, device, tokens_shape):
         linear.weight.data = (w / scale[:, None]).to(E4M3)
         linear.weight_scale = scale
     dequant_s, dequant = timed("fp8 dequantise")
-    dit.use_fp8_matmul("row")
-    gemm_s, gemm_out = timed("fp8 GEMM")
+    gemms = {}
+    for granularity in ("row", "tensor"):
+        dit.use_fp8_matmul(granularity)
+        gemms[granularity] = timed(f"fp8 GEMM {granularity}")
     has = fp8_matmul_supported(device.type, device.index)
-    print("\nfp8 vs bf16, one forward\n")
+    print(f"\nfp8 vs bf16, one forward, compile {mode}\n")
     print("| weights | matmul | s / forward | rel. L2 vs bf16 |")
     print("|---|---|---|---|")
     print(f"| bf16 | bf16 | {bf16_s:.3f} | – |")
     print(f"| fp8 e4m3 (row scales) | dequantise to bf16 | {dequant_s:.3f} | "
           f"{rel_l2(dequant, reference):.4f} |")
-    gemm = "fp8 _scaled_mm, row-wise" if has else "dequantise (no fp8 GEMMs here)"
-    print(f"| fp8 e4m3 (row scales) | {gemm} | {gemm_s:.3f} | {rel_l2(gemm_out, reference):.4f} |")
+    for granularity, (gemm_s, gemm_out) in gemms.items():
+        gemm = (f"fp8 _scaled_mm, activations per {granularity}" if has
+                else "dequantise (no fp8 GEMMs here)")
+        print(f"| fp8 e4m3 (row scales) | {gemm} | {gemm_s:.3f} | "
+              f"{rel_l2(gemm_out, reference):.4f} |")
 
 
 def rel_l2(a, b) -> float:
@@ -196,6 +205,9 @@ def main() -> None:
     parser.add_argument("--skip-a14b", action="store_true")
     parser.add_argument("--skip-1.3b", dest="skip_small", action="store_true")
     parser.add_argument("--skip-fp8", action="store_true")
+    parser.add_argument("--fp8-compile", choices=["off", "blocks"], default="off",
+                        help="compile mode of the fp8 vs bf16 forwards")
+    parser.add_argument("--only-fp8", action="store_true", help="only the fp8 vs bf16 forwards")
     args = parser.parse_args()
     swaps = [int(n) for n in args.swaps.split(",") if n]
     a14b_swaps = [int(n) for n in args.a14b_swaps.split(",") if n]
@@ -214,6 +226,8 @@ def main() -> None:
         dtype, caps, fp8_tokens = torch.bfloat16, (args.cap, 8.0), (21, 60, 104)
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
               f"CUDA {torch.version.cuda}")
+    if args.only_fp8:
+        return fp8_vs_bf16(big, device, fp8_tokens, args.fp8_compile)
     start = time.perf_counter()
     te = text_encoder(umt5_cfg, dtype, device)
     decoder = vae(vae_cfg, dtype, device)
@@ -262,7 +276,7 @@ def main() -> None:
 
     if not args.skip_fp8:
         cap(None if args.tiny else 1e9)
-        fp8_vs_bf16(big, device, fp8_tokens)
+        fp8_vs_bf16(big, device, fp8_tokens, args.fp8_compile)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
