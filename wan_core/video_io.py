@@ -60,8 +60,10 @@ class SavedFile:
 def to_uint8_frames(frames) -> np.ndarray:
     """``[T, H, W, 3]`` float in [0, 1] (clipped, rounded) or uint8, tensor or array → uint8."""
     if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu()
-        frames = frames.numpy() if frames.dtype == torch.uint8 else frames.float().numpy()
+        frames = frames.detach()
+        if frames.dtype.is_floating_point:  # on the frames' device: a quarter of the bytes move
+            frames = frames.float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+        frames = frames.cpu().numpy()
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
         raise ValueError(f"frames must be [T, H, W, 3] with T, H, W > 0, got {frames.shape}")
