@@ -141,13 +141,7 @@ def _round_to_e4m3(x):
     return bits.to(tl.float32, bitcast=True)
 
 
-@triton.jit
-def _int_to_float(x):
-    """int32 ``|x| < 2^22`` (an int8 dot over at most 256 channels: 127² · 256 < 2^22) to fp32,
-    exactly, as one integer and one float add: ``x + 1.5·2^23`` in the mantissa of 1.5·2^23. The
-    tensor cores' int32 results would otherwise go through the conversion unit, a quarter of the
-    FMA units' rate, once per logit."""
-    return (x + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+LOG2_448 = tl.constexpr(8.807354922057604)  # log2 of float8_e4m3fn's largest value
 
 
 @triton.jit
@@ -197,18 +191,30 @@ def _attend_block(acc, m_i, l_i, q, qs, k_src, k_scale_head, v_src, stride_vl, s
                      mask=valid[None, :], other=0)
     else:
         kt = tl.load(k_src + cols.to(tl.int64)[None, :] * (H * D) + d[:, None])
-    if K_BLOCK % BLOCK_N == 0:  # the tile lies in one quantisation block: one scale, one multiply
-        scale = (qs * tl.load(k_scale_head + start // K_BLOCK))[:, None]
-    else:
-        scale = qs[:, None] * tl.load(k_scale_head + cols // K_BLOCK, mask=valid, other=0.0)[None, :]
-    s = _int_to_float(tl.dot(q, kt, out_dtype=tl.int32)) * scale  # log2-scaled logits
+    s = tl.dot(q, kt, out_dtype=tl.int32)
+    if K_BLOCK % BLOCK_N == 0:  # the tile lies in one quantisation block: a scale per row
+        c = qs * tl.load(k_scale_head + start // K_BLOCK)
+        if MASK:
+            s = tl.where(valid[None, :], s, -2147483647)
+        # the row max on the exact int32 logits (scaling by c > 0 keeps the order), then one
+        # fused multiply-add per logit: log2-scaled logit minus the running max
+        m_new = tl.maximum(m_i, tl.max(s, 1).to(tl.float32) * c)
+        s = s.to(tl.float32) * c[:, None]
+    else:  # a scale per key
+        s = s.to(tl.float32) * (qs[:, None] * tl.load(k_scale_head + cols // K_BLOCK, mask=valid,
+                                                       other=0.0)[None, :])
+        m_new = tl.maximum(m_i, tl.max(tl.where(valid[None, :], s, float("-inf")), 1))
+    # fp8 P·V takes 448·P (e4m3's range) = 2^(s - (m - log2 448)), the sums l_i then in 448ths;
+    # the subtraction fuses with the scaling above into one multiply-add per logit
+    x = s - (m_new - LOG2_448 if PV_FP8 else m_new)[:, None]
     if MASK:
-        s = tl.where(valid[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    p = _exp2_tile(s - m_new[:, None], BLOCK_M, BLOCK_N, EXP2)
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
+        x = tl.where(valid[None, :], x, float("-inf"))
+    p = _exp2_tile(x, BLOCK_M, BLOCK_N, EXP2)
+    if tl.max(m_new - m_i, 0) > 0:  # a row's max grew: rescale (else alpha = 1, skipped exactly)
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha
+        acc = acc * alpha[:, None]
+    l_i += tl.sum(p, 1)
     if PV_FP8:  # V is [D, L] per head (token-contiguous), scaled to +-448 per channel
         if TMA:
             vt = v_src.load([b, h, 0, start]).reshape(D, BLOCK_N)
@@ -218,9 +224,7 @@ def _attend_block(acc, m_i, l_i, q, qs, k_src, k_scale_head, v_src, stride_vl, s
                 vt = tl.load(vt_ptr, mask=valid[None, :], other=0.0)
             else:
                 vt = tl.load(vt_ptr)
-        p8 = p * 448.0
-        if EMULATE_FP8_CAST:
-            p8 = _round_to_e4m3(p8)
+        p8 = _round_to_e4m3(p) if EMULATE_FP8_CAST else p
         # fp32 accumulation: the tensor cores' reduced-precision fp8 sums cover one tile only
         acc = tl.dot(p8.to(tl.float8e4nv), tl.trans(vt), acc, max_num_imprecise_acc=BLOCK_N)
     else:
@@ -280,7 +284,7 @@ def sage8_attention_kernel(
                                       stride_vl, stride_vd, b.to(tl.int32), h, full, Lk, d, H, D,
                                       K_BLOCK, BLOCK_N, PV_FP8, EMULATE_FP8_CAST, True, TMA,
                                       BLOCK_M, EXP2)
-    if PV_FP8:
-        acc = acc * tl.math.div_rn(tl.load(v_scale_ptr + bh * D + d), 448.0)[None, :]
+    if PV_FP8:  # l_i counts in 448ths: V's scale alone undoes both
+        acc = acc * tl.load(v_scale_ptr + bh * D + d)[None, :]
     out = tl.math.div_rn(acc, l_i[:, None])
     tl.store(out_ptr + q_offs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
