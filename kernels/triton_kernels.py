@@ -21,6 +21,8 @@ Channel (head) dims are contiguous; all other strides are arguments. Math in fp3
 
 from __future__ import annotations
 
+import math
+
 import triton
 import triton.language as tl
 
@@ -141,7 +143,7 @@ def _round_to_e4m3(x):
     return bits.to(tl.float32, bitcast=True)
 
 
-LOG2_448 = tl.constexpr(8.807354922057604)  # log2 of float8_e4m3fn's largest value
+LOG2_448 = tl.constexpr(math.log2(448.0))  # float8_e4m3fn's largest value, in base 2
 
 
 @triton.jit
