@@ -10,13 +10,13 @@ tokenizer stands in for the real one) and the Wan 2.1 VAE, all built on the GPU,
   a lightx2v-sized rank-64 LoRA merged into each, CFG 1, 4 Euler steps split at the 0.875
   boundary, shift 5, 832x480, 81 frames,
 
-then VAE decode and an mp4 written to a temporary folder. ``--fp8-matmul off,tensor`` (a14b-4step)
-times the generations once per setting in the same process: the fp8 block weights dequantised
-per matmul (``off``, as ComfyUI's ``fp8_e4m3fn``) or run as fp8 GEMMs with activations quantised
-per ``tensor`` / ``row`` (as ``fp8_e4m3fn_fast``); ``--fp8-matmul`` changes recompile the blocks. The whole generation runs ``--repeat``
+then VAE decode and an mp4 written to a temporary folder. The whole generation runs ``--repeat``
 times in one process: the first is cold (text encode, the first sampling step's torch.compile and
 the first decode include their warm-up), the later ones warm. Peak GiB is the allocator peak
-during a stage, weights of every resident model included.
+during a stage, weights of every resident model included. ``--fp8-matmul off,tensor``
+(a14b-4step) times the generations once per setting in the same process: the fp8 block weights
+dequantised per matmul (``off``, as ComfyUI's ``fp8_e4m3fn``) or run as fp8 GEMMs with the
+activations quantised per ``tensor`` / ``row`` (as ``fp8_e4m3fn_fast``); a change recompiles.
 
     python bench/e2e.py [--compile off|blocks] [--steps 50] [--frames 81] [--tiled-decode]
     python bench/e2e.py --model a14b-4step --repeat 2 [--fp8-matmul off,tensor]
@@ -187,6 +187,7 @@ def main() -> None:
                       f"{statistics.median(steps_s[1:]):.3f} | |")
             print(f"| **total: text encode to mp4** | **{total:.2f}** | |\n")
         builds = []
+
 
 def generate(experts, encoder, decoder, shape, steps, run, stages, args):
     """One prompt to an mp4; returns (seconds from text encode to the written file, step times)."""
