@@ -36,9 +36,10 @@ import harness  # bench/ is on sys.path when run as a script
 KERNEL_SHAPES = [(1, 32760, 12, 128), (1, 32760, 40, 128), (1, 75600, 40, 128)]
 TINY_SHAPES = [(1, 130, 2, 64)]
 SWEEP = dict(block_m=(128,), block_n=(64, 128), num_warps=(4, 8), num_stages=(2, 3, 4),
-             warp_specialize=(False,), tma=(False,), exp2=("mufu",))
+             warp_specialize=(False,), tma=(False,), exp2=("mufu",), fp8_promote=(True,))
 TINY_SWEEP = dict(block_m=(64,), block_n=(64,), num_warps=(4,), num_stages=(1,),
-                  warp_specialize=(False,), tma=(False, True), exp2=("mufu", "split"))
+                  warp_specialize=(False,), tma=(False, True), exp2=("mufu", "split"),
+                  fp8_promote=(True,))
 
 
 def parse_args():

@@ -31,7 +31,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from wanrt.kernels.triton_kernels import sage8_attention_kernel as KERNEL  # noqa: E402
 
 HOPPER_TILES = dict(block_m=128, block_n=64, num_warps=4, num_stages=4, warp_specialize=False,
-                    exp2="mufu")
+                    exp2="mufu", fp8_promote=True)
 SHOWN = ("MUFU", "FFMA", "FADD", "FMUL", "I2FP", "F2FP", "SHFL", "PRMT", "LDL", "STL", "GMMA")
 
 
@@ -46,6 +46,7 @@ def compile_sm90(pv: str, tiles: dict, heads: int = 40, head_dim: int = 128):
     constants = dict(H=heads, D=head_dim, Q_BLOCK=128, K_BLOCK=64, BLOCK_M=tiles["block_m"],
                      BLOCK_N=tiles["block_n"], PV_FP8=fp8, EMULATE_FP8_CAST=False,
                      WARP_SPECIALIZE=tiles["warp_specialize"], TMA=False, EXP2=tiles["exp2"],
+                     FP8_PROMOTE=tiles["fp8_promote"],
                      k_desc=None, v_desc=None, **({"stride_vl": 1} if fp8 else
                                                    {"stride_vd": 1, "v_scale_ptr": None}))
     signature.update((name, "constexpr") for name in constants)

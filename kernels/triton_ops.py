@@ -160,20 +160,20 @@ def _(x, cos, sin):
 # ---------------------------------------------------------------------------------------------
 # 8-bit attention
 
-def attention_tiles(head_dim: int, device: torch.device) -> dict[str, int]:
-    """The attention kernel's tiles (``block_m``, ``block_n``, ``num_warps``, ``num_stages``,
-    ``warp_specialize``, ``tma``, ``exp2``) for a device; ``bench/attention.py --sweep`` times the
-    alternatives (the result's semantics do not depend on them)."""
+def attention_tiles(head_dim: int, device: torch.device) -> dict[str, int | bool | str]:
+    """The attention kernel's tiles and code options (``block_m``, ``block_n``, ``num_warps``,
+    ``num_stages``, ``warp_specialize``, ``tma``, ``exp2``, ``fp8_promote``) for a device;
+    ``bench/attention.py --sweep`` times the alternatives (see :func:`sage8_attention` for the
+    one that changes rounding)."""
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+    options = dict(warp_specialize=False, tma=False, exp2="mufu", fp8_promote=True)
     if major >= 9 and head_dim <= 64:  # Hopper and newer
-        return dict(block_m=128, block_n=128, num_warps=8, num_stages=3, warp_specialize=False,
-                    tma=False, exp2="mufu")
+        return dict(block_m=128, block_n=128, num_warps=8, num_stages=3, **options)
     if major >= 9:  # head dim 128 swept on an H100: 4 warps, 4 stages beat 8 warps, 3 stages by
         # 11% (fp8 P·V) and 5% (fp16); see BENCHMARKS.md, 8-bit attention
-        return dict(block_m=128, block_n=64, num_warps=4, num_stages=4, warp_specialize=False,
-                    tma=False, exp2="mufu")
+        return dict(block_m=128, block_n=64, num_warps=4, num_stages=4, **options)
     return dict(block_m=128, block_n=64, num_warps=4 if head_dim <= 64 else 8, num_stages=2,
-                warp_specialize=False, tma=False, exp2="mufu")
+                **options)
 
 
 def quantize_int8_blocks(x: Tensor, block: int, *, mean: Tensor | None = None,
@@ -197,9 +197,11 @@ def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_bloc
                     k_block: int = 64, block_m: int | None = None, block_n: int | None = None,
                     num_warps: int | None = None, num_stages: int | None = None,
                     warp_specialize: bool | None = None, tma: bool | None = None,
-                    exp2: str | None = None) -> Tensor:
+                    exp2: str | None = None, fp8_promote: bool | None = None) -> Tensor:
     """``torch_ops.sage8_attention`` with the fused quantisation and attention kernels; the tiles
-    default to :func:`attention_tiles` (they change speed, not the result's semantics)."""
+    default to :func:`attention_tiles` (they change speed, not the result's semantics, except
+    ``fp8_promote=False``: on GPUs the tensor cores' reduced-precision fp8 accumulator then
+    carries P·V across key tiles instead of one tile at a time; the interpreter sums exactly)."""
     _check_device(q)
     b, lq, h, d = q.shape
     lk = k.shape[1]
@@ -231,6 +233,7 @@ def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_bloc
             H=h, D=d, Q_BLOCK=q_block, K_BLOCK=k_block, BLOCK_M=block_m, BLOCK_N=block_n,
             PV_FP8=pv == "fp8", EMULATE_FP8_CAST=_INTERPRET, TMA=tma,
             EXP2=exp2 or tiles["exp2"],
+            FP8_PROMOTE=tiles["fp8_promote"] if fp8_promote is None else fp8_promote,
             WARP_SPECIALIZE=tiles["warp_specialize"] if warp_specialize is None else warp_specialize,
             num_warps=num_warps or tiles["num_warps"], num_stages=num_stages or tiles["num_stages"])
     return out

@@ -30,3 +30,11 @@ def test_one_exp2_per_logit_on_the_special_function_unit():
 def test_split_exp2_moves_half_of_them_to_the_fma_units():
     rows = profile('{"num_warps": 8, "exp2": "split"}')
     assert all(row["MUFU"] == 0.5 and row["FFMA"] >= 2 for row in rows.values())
+
+
+def test_carrying_fp8_sums_in_the_mma_accumulator_drops_the_promotion_adds():
+    """``fp8_promote=False``: no per-tile fp32 add of the fp8 MMA's partial sums (two per logit)."""
+    promoted = profile("{}")["fp8"]
+    carried = profile('{"fp8_promote": false}')["fp8"]
+    assert carried["FADD"] <= promoted["FADD"] - 1.5
+    assert carried["instructions / logit"] < promoted["instructions / logit"] - 1.5
