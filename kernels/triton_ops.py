@@ -18,7 +18,6 @@ from typing import Optional
 import torch
 import triton
 from torch import Tensor
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import torch_ops
 from .triton_kernels import (quantize_int8_kernel, rotary_kernel, row_kernel,
@@ -222,6 +221,8 @@ def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_bloc
     tma = tiles["tma"] if tma is None else tma
     k_desc = v_desc = None
     if tma:  # Hopper's copy engine: [1, BLOCK_N, 1, D] tiles of k (and v), v fp8 [1, 1, D, BLOCK_N]
+        from triton.tools.tensor_descriptor import TensorDescriptor  # Triton >= 3.3
+
         k_desc = TensorDescriptor.from_tensor(k8, [1, block_n, 1, d])
         vq = vq.contiguous()
         v_desc = TensorDescriptor.from_tensor(
