@@ -29,9 +29,9 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from wanrt.kernels.triton_kernels import sage8_attention_kernel as KERNEL  # noqa: E402
+from wanrt.kernels.triton_ops import tiles_for  # noqa: E402
 
-HOPPER_TILES = dict(block_m=128, block_n=64, num_warps=4, num_stages=4, warp_specialize=False,
-                    exp2="mufu", fp8_promote=True)
+HOPPER_TILES = tiles_for(128, 9)
 SHOWN = ("MUFU", "FFMA", "FADD", "FMUL", "I2FP", "F2FP", "SHFL", "PRMT", "LDL", "STL", "GMMA")
 
 
@@ -110,6 +110,8 @@ def main() -> None:
                         help="JSON overriding the Hopper default tiles")
     args = parser.parse_args()
     tiles = {**HOPPER_TILES, **args.tiles}
+    if tiles["tma"]:
+        parser.error("--tiles: tma is not profiled here (its descriptors are runtime arguments)")
     print(f"Triton {triton.__version__}, sm_90, [1, L, 40, 128], tiles {tiles}\n")
     print(f"| P·V | instructions / logit | {' | '.join(SHOWN)} | shared KiB |")
     print(f"|{'---|' * (len(SHOWN) + 3)}")

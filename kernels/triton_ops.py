@@ -160,11 +160,16 @@ def _(x, cos, sin):
 # 8-bit attention
 
 def attention_tiles(head_dim: int, device: torch.device) -> dict[str, int | bool | str]:
-    """The attention kernel's tiles and code options (``block_m``, ``block_n``, ``num_warps``,
-    ``num_stages``, ``warp_specialize``, ``tma``, ``exp2``, ``fp8_promote``) for a device;
-    ``bench/attention.py --sweep`` times the alternatives (see :func:`sage8_attention` for the
-    one that changes rounding)."""
+    """The attention kernel's tiles and code options for ``device``: see :func:`tiles_for`."""
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+    return tiles_for(head_dim, major)
+
+
+def tiles_for(head_dim: int, major: int) -> dict[str, int | bool | str]:
+    """The attention kernel's tiles and code options (``block_m``, ``block_n``, ``num_warps``,
+    ``num_stages``, ``warp_specialize``, ``tma``, ``exp2``, ``fp8_promote``) for GPUs of compute
+    capability ``major`` (0: none); ``bench/attention.py --sweep`` times the alternatives (see
+    :func:`sage8_attention` for the one that changes rounding)."""
     options = dict(warp_specialize=False, tma=False, exp2="mufu", fp8_promote=True)
     if major >= 9 and head_dim <= 64:  # Hopper and newer
         return dict(block_m=128, block_n=128, num_warps=8, num_stages=3, **options)
@@ -193,20 +198,19 @@ def quantize_int8_blocks(x: Tensor, block: int, *, mean: Tensor | None = None,
 
 
 def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_block: int = 128,
-                    k_block: int = 64, block_m: int | None = None, block_n: int | None = None,
-                    num_warps: int | None = None, num_stages: int | None = None,
-                    warp_specialize: bool | None = None, tma: bool | None = None,
-                    exp2: str | None = None, fp8_promote: bool | None = None) -> Tensor:
-    """``torch_ops.sage8_attention`` with the fused quantisation and attention kernels; the tiles
-    default to :func:`attention_tiles` (they change speed, not the result's semantics, except
+                    k_block: int = 64, **tiles) -> Tensor:
+    """``torch_ops.sage8_attention`` with the fused quantisation and attention kernels; ``tiles``
+    override :func:`attention_tiles` (they change speed, not the result's semantics, except
     ``fp8_promote=False``: on GPUs the tensor cores' reduced-precision fp8 accumulator then
     carries P·V across key tiles instead of one tile at a time; the interpreter sums exactly)."""
     _check_device(q)
     b, lq, h, d = q.shape
     lk = k.shape[1]
-    tiles = attention_tiles(d, q.device)
-    block_m = block_m or tiles["block_m"]
-    block_n = block_n or tiles["block_n"]
+    defaults = attention_tiles(d, q.device)
+    if unknown := set(tiles) - set(defaults):
+        raise TypeError(f"sage8_attention: unknown tile options {sorted(unknown)}; "
+                        f"valid: {sorted(defaults)}")
+    t = {**defaults, **tiles}
     q8, qs = quantize_int8_blocks(q, q_block, factor=d ** -0.5 * torch_ops.LOG2E)
     k8, ks = quantize_int8_blocks(k, k_block, mean=k.mean(dim=1, dtype=torch.float32))
     if pv == "fp8":
@@ -218,25 +222,21 @@ def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_bloc
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if out.numel() == 0 or lk == 0:
         return out.zero_()
-    tma = tiles["tma"] if tma is None else tma
     k_desc = v_desc = None
-    if tma:  # Hopper's copy engine: [1, BLOCK_N, 1, D] tiles of k (and v), v fp8 [1, 1, D, BLOCK_N]
+    if t["tma"]:  # Hopper's copy engine: [1, BLOCK_N, 1, D] tiles (fp8 v: [1, 1, D, BLOCK_N])
         from triton.tools.tensor_descriptor import TensorDescriptor  # Triton >= 3.3
 
-        k_desc = TensorDescriptor.from_tensor(k8, [1, block_n, 1, d])
+        k_desc = TensorDescriptor.from_tensor(k8, [1, t["block_n"], 1, d])
         vq = vq.contiguous()
         v_desc = TensorDescriptor.from_tensor(
-            vq, [1, 1, d, block_n] if pv == "fp8" else [1, block_n, 1, d])
+            vq, [1, 1, d, t["block_n"]] if pv == "fp8" else [1, t["block_n"], 1, d])
     with _device_of(q):
-        sage8_attention_kernel[(triton.cdiv(lq, block_m), b * h)](
+        sage8_attention_kernel[(triton.cdiv(lq, t["block_m"]), b * h)](
             out, q8, qs, k8, ks, vq, *v_strides, vs, k_desc, v_desc, lq, lk, qs.shape[-1],
-            ks.shape[-1],
-            H=h, D=d, Q_BLOCK=q_block, K_BLOCK=k_block, BLOCK_M=block_m, BLOCK_N=block_n,
-            PV_FP8=pv == "fp8", EMULATE_FP8_CAST=_INTERPRET, TMA=tma,
-            EXP2=exp2 or tiles["exp2"],
-            FP8_PROMOTE=tiles["fp8_promote"] if fp8_promote is None else fp8_promote,
-            WARP_SPECIALIZE=tiles["warp_specialize"] if warp_specialize is None else warp_specialize,
-            num_warps=num_warps or tiles["num_warps"], num_stages=num_stages or tiles["num_stages"])
+            ks.shape[-1], H=h, D=d, Q_BLOCK=q_block, K_BLOCK=k_block, BLOCK_M=t["block_m"],
+            BLOCK_N=t["block_n"], PV_FP8=pv == "fp8", EMULATE_FP8_CAST=_INTERPRET, TMA=t["tma"],
+            EXP2=t["exp2"], FP8_PROMOTE=t["fp8_promote"], WARP_SPECIALIZE=t["warp_specialize"],
+            num_warps=t["num_warps"], num_stages=t["num_stages"])
     return out
 
 
