@@ -138,9 +138,10 @@ def print_rows(title, rows):
 
 @torch.no_grad()
 def fp8_vs_bf16(config, device, tokens_shape, mode="off"):
-    """Median seconds of one forward with bf16 weights, fp8 weights dequantised per matmul and
-    fp8 GEMMs (activations per row: the weights' scales are per row); relative L2 of each output
-    against the bf16 one. Compile
+    """Median seconds of one forward with bf16 weights, fp8 weights dequantised per matmul, fp8
+    GEMMs with per-row weight and activation scales, and with per-tensor ones (the weights
+    requantised, as ComfyUI's ``*_fp8_scaled`` files and ``fp8_e4m3fn_fast``); relative L2 of
+    each output against the bf16 one. Compile
     ``mode`` as ``compile_dit``'s (each weight change recompiles the blocks, in the warm-up)."""
     dit = random_dit(config, fp8=False, device=device, seed=3)
     dit = compile_dit(dit.to(device), mode)
@@ -167,16 +168,24 @@ def fp8_vs_bf16(config, device, tokens_shape, mode="off"):
         linear.weight_scale = scale
     dequant_s, dequant = timed("fp8 dequantise")
     dit.use_fp8_matmul("row")
-    gemm_s, gemm_out = timed("fp8 GEMM")
+    row_s, row_out = timed("fp8 GEMM, row")
+    for linear in (m for m in dit.blocks.modules() if isinstance(m, Linear)):  # as *_fp8_scaled
+        w = linear.weight.float() * linear.weight_scale[:, None]
+        linear.weight_scale = w.abs().amax() / torch.finfo(E4M3).max
+        linear.weight.data = (w / linear.weight_scale).to(E4M3)
+    dit.use_fp8_matmul("tensor")
+    tensor_s, tensor_out = timed("fp8 GEMM, tensor")
     has = fp8_matmul_supported(device.type, device.index)
+    gemm = "fp8 _scaled_mm, activations per {}" if has else "dequantise (no fp8 GEMMs here)"
     print(f"\nfp8 vs bf16, one forward, compile {mode}\n")
     print("| weights | matmul | s / forward | rel. L2 vs bf16 |")
     print("|---|---|---|---|")
     print(f"| bf16 | bf16 | {bf16_s:.3f} | – |")
-    print(f"| fp8 e4m3 (row scales) | dequantise to bf16 | {dequant_s:.3f} | "
-          f"{rel_l2(dequant, reference):.4f} |")
-    gemm = "fp8 _scaled_mm, row-wise" if has else "dequantise (no fp8 GEMMs here)"
-    print(f"| fp8 e4m3 (row scales) | {gemm} | {gemm_s:.3f} | {rel_l2(gemm_out, reference):.4f} |")
+    for weights, matmul, seconds, out in (
+            ("row scales", "dequantise to bf16", dequant_s, dequant),
+            ("row scales", gemm.format("row"), row_s, row_out),
+            ("tensor scale", gemm.format("tensor"), tensor_s, tensor_out)):
+        print(f"| fp8 e4m3 ({weights}) | {matmul} | {seconds:.3f} | {rel_l2(out, reference):.4f} |")
 
 
 def rel_l2(a, b) -> float:

@@ -12,14 +12,30 @@ from collections.abc import Callable
 
 import torch
 
+from .ops import _resolve
+
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = torch.finfo(E4M3).max  # 448
 GRANULARITIES = ("row", "tensor")
 
 
-def quantise(x: torch.Tensor, granularity: str) -> tuple[torch.Tensor, torch.Tensor]:
+def quantise(x: torch.Tensor, granularity: str, *,
+             impl: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``x [M, K]`` -> ``(x_fp8, scale)``, ``x ≈ x_fp8 · scale``; the scale fp32 ``[M, 1]``
-    (per row) or ``[]`` (per tensor), ``amax / 448`` so the largest value maps to e4m3's max."""
+    (per row) or ``[]`` (per tensor), ``amax / 448`` so the largest value maps to e4m3's max.
+
+    ``impl`` "triton": one fused pass per row (:func:`triton_ops.quantize_fp8_rows`; per tensor
+    after one min/max pass), bit-identical to "torch", which in eager mode runs six passes with
+    fp32 temporaries. ``None``: Triton in eager mode where the platform runs it, torch while
+    ``torch.compile`` traces (Inductor fuses it into the op that produces ``x``)."""
+    if _resolve("torch" if impl is None and torch.compiler.is_compiling() else impl,
+                x) == "triton":
+        from . import triton_ops
+        if granularity == "row":
+            return triton_ops.quantize_fp8_rows(x)
+        lo, hi = torch.aminmax(x)
+        scale = torch.maximum(-lo, hi).float().clamp(min=1e-12) / E4M3_MAX
+        return triton_ops.quantize_fp8_rows(x, scale)
     x = x.float()
     amax = x.abs().amax(dim=-1, keepdim=True) if granularity == "row" else x.abs().amax()
     scale = amax.clamp(min=1e-12) / E4M3_MAX

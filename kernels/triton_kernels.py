@@ -16,6 +16,9 @@ tokens of one head per program (mean subtraction, absmax scale, rounding: one pa
 bytes); the second is a flash-attention loop over key blocks with an INT8 Q·Kᵀ (int32
 accumulators), an fp32 online softmax in base 2 and an fp16 or fp8 P·V with fp32 accumulators.
 
+``fp8_quantize_rows_kernel``: the activations of an fp8 GEMM (``kernels.fp8``) in one pass, a
+program per row: its absmax scale (or the given per-tensor one), the division, the e4m3 cast.
+
 Channel (head) dims are contiguous; all other strides are arguments. Math in fp32.
 """
 
@@ -135,12 +138,36 @@ def quantize_int8_kernel(
 
 @triton.jit
 def _round_to_e4m3(x):
-    """fp32 ``x >= 2^-6`` rounded to the nearest float8_e4m3fn value (ties to even), in fp32.
-    Only under the Triton interpreter, whose fp32 -> fp8 cast mis-rounds values just below a
-    power of two (125.6 -> 64); GPUs cast correctly."""
+    """fp32 ``x`` (``|x| <= 448``) rounded to the nearest float8_e4m3fn value (ties to even), in
+    fp32. Only under the Triton interpreter, whose fp32 -> fp8 cast mis-rounds values just below
+    a power of two (125.6 -> 64) and subnormals (0.0015 -> 0); GPUs cast correctly."""
     bits = x.to(tl.int32, bitcast=True)
     bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -0x100000  # keep 3 of 23 mantissa bits
-    return bits.to(tl.float32, bitcast=True)
+    # below 2^-6 e4m3 steps by 2^-9, the fp32 ulp at 1.5 * 2^14: adding that rounds to the step
+    magnitude = (tl.abs(x) + 24576.0) - 24576.0
+    subnormal = tl.where(x < 0, -magnitude, magnitude)  # -0.0 stays signed, as the cast keeps it
+    return tl.where(tl.abs(x) < 0.015625, subnormal, bits.to(tl.float32, bitcast=True))
+
+
+@triton.jit
+def fp8_quantize_rows_kernel(
+    out_ptr, scale_ptr,        # contiguous [M, K] float8_e4m3fn, [M] fp32 (per-row scales)
+    x_ptr, stride_xm,          # [M, K], K contiguous
+    tensor_scale_ptr,          # [] fp32: one scale for every row, or None: each row's absmax / 448
+    K, BLOCK_K: tl.constexpr, EMULATE_FP8_CAST: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_K)
+    mask = cols < K
+    x = tl.load(x_ptr + row * stride_xm + cols, mask=mask, other=0.0).to(tl.float32)
+    if tensor_scale_ptr is None:
+        scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x)), 1e-12), 448.0)
+        tl.store(scale_ptr + row, scale)
+    else:
+        scale = tl.load(tensor_scale_ptr)
+    y = tl.minimum(tl.maximum(tl.math.div_rn(x, scale), -448.0), 448.0)
+    y = _round_to_e4m3(y) if EMULATE_FP8_CAST else y
+    tl.store(out_ptr + row * K + cols, y.to(tl.float8e4nv), mask=mask)
 
 
 LOG2_448 = tl.constexpr(math.log2(448.0))  # float8_e4m3fn's largest value, in base 2

@@ -20,8 +20,8 @@ import triton
 from torch import Tensor
 
 from . import torch_ops
-from .triton_kernels import (quantize_int8_kernel, rotary_kernel, row_kernel,
-                             sage8_attention_kernel)
+from .triton_kernels import (fp8_quantize_rows_kernel, quantize_int8_kernel, rotary_kernel,
+                             row_kernel, sage8_attention_kernel)
 
 # triton reads the same variable when it decorates the kernels.
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -194,6 +194,25 @@ def quantize_int8_blocks(x: Tensor, block: int, *, mean: Tensor | None = None,
                 out, scale, x, x.stride(0), x.stride(1), x.stride(2),
                 None if mean is None else mean.contiguous(), seq, h, nb, float(factor),
                 BLOCK=block, D=d, num_warps=max(1, min(8, block * d // 1024)))
+    return out, scale
+
+
+def quantize_fp8_rows(x: Tensor, tensor_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``kernels.fp8.quantise`` in one pass: ``x [M, K]`` -> (``[M, K]`` float8_e4m3fn, the fp32
+    scale ``[M, 1]``), each row's absmax / 448; or every row by ``tensor_scale`` (fp32 ``[]``,
+    returned as the scale)."""
+    _check_device(x)
+    m, k = x.shape
+    x = _channels_contiguous(x)
+    out = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+    scale = torch.empty((m, 1), dtype=torch.float32, device=x.device) if tensor_scale is None \
+        else tensor_scale
+    if x.numel():
+        block = triton.next_power_of_2(k)
+        with _device_of(x):
+            fp8_quantize_rows_kernel[(m,)](out, scale, x, x.stride(0), tensor_scale, k,
+                                           BLOCK_K=block, EMULATE_FP8_CAST=_INTERPRET,
+                                           num_warps=_num_warps(block))
     return out, scale
 
 

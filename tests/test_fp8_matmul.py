@@ -76,6 +76,35 @@ def test_quantise_maps_each_rows_largest_value_to_the_e4m3_maximum():
     torch.testing.assert_close(x_fp8.float() * scale, x, rtol=2 ** -4, atol=0)
 
 
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_fused_quantisation_kernel_is_bit_identical_to_the_torch_path(granularity, dtype):
+    """The Triton pass (interpreter on CPU) against the torch ops: same e4m3 bits, same scales.
+    The rows span 5 decades, so both e4m3's normal values and its subnormals (below 2^-6) are
+    hit; K = 100 leaves a partly masked tile; a zero row takes the
+    1e-12 floor of the scale."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 100, generator=g) * torch.logspace(-4, 1, 100)[torch.randperm(100, generator=g)]
+    x[3] = 0
+    x = x.to(dtype)
+    fused, fused_scale = quantise(x, granularity, impl="triton")
+    ref, ref_scale = quantise(x, granularity, impl="torch")
+    assert fused.dtype == E4M3 and fused_scale.shape == ref_scale.shape
+    magnitude = ref.float().abs()
+    assert ((magnitude > 0) & (magnitude < 2 ** -6)).sum() > 20 and (magnitude >= 2 ** -6).sum() > 300
+    assert torch.equal(fused.view(torch.uint8), ref.view(torch.uint8))
+    assert torch.equal(fused_scale, ref_scale)
+
+
+def test_quantise_takes_the_torch_ops_while_compiling():
+    """Under torch.compile the torch path is traced (Inductor fuses it into the op producing
+    x); calling for Triton on a CPU tensor outside the interpreter would fail instead."""
+    x = torch.randn(4, 16)
+    compiled = torch.compile(lambda t: quantise(t, "row"), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), quantise(x, "row", impl="torch"), rtol=0, atol=0)
+    torch._dynamo.reset()
+
+
 def tiny_fp8_dit():
     """A tiny DiT whose block Linears hold e4m3 weights with per-tensor scales."""
     config = DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, in_dim=16, out_dim=16,
