@@ -139,7 +139,7 @@ def attention_impls(device):
     def quantise(q, k, v):
         triton_ops.quantize_int8_blocks(q, 128)
         triton_ops.quantize_int8_blocks(k, 64, mean=k.mean(dim=1, dtype=torch.float32))
-        return torch_ops.quantize_v_fp8(v, pad_to=128)[0]
+        return triton_ops.quantize_v_fp8(v, pad_to=128)[0]
 
     impl["quantise (Q, K int8 + V fp8)"] = quantise
     try:

@@ -16,6 +16,10 @@ tokens of one head per program (mean subtraction, absmax scale, rounding: one pa
 bytes); the second is a flash-attention loop over key blocks with an INT8 Q·Kᵀ (int32
 accumulators), an fp32 online softmax in base 2 and an fp16 or fp8 P·V with fp32 accumulators.
 
+``quantize_v_fp8_kernel`` writes V in fp8 for the fp8 P·V: one tile of tokens of one head per
+program, divided by its channel scales and stored transposed (``[D, tokens]``, the layout the
+fp8 MMA reads), zero past the last token.
+
 ``fp8_quantize_rows_kernel``: the activations of an fp8 GEMM (``kernels.fp8``) in one pass, a
 program per row: its absmax scale (or the given per-tensor one), the division, the e4m3 cast.
 
@@ -168,6 +172,29 @@ def fp8_quantize_rows_kernel(
     y = tl.minimum(tl.maximum(tl.math.div_rn(x, scale), -448.0), 448.0)
     y = _round_to_e4m3(y) if EMULATE_FP8_CAST else y
     tl.store(out_ptr + row * K + cols, y.to(tl.float8e4nv), mask=mask)
+
+
+@triton.jit
+def quantize_v_fp8_kernel(
+    out_ptr,                                    # contiguous [B, H, D, LP] float8_e4m3fn
+    x_ptr, stride_xb, stride_xl, stride_xh,     # [B, L, H, D], head dim contiguous
+    scale_ptr,                                  # contiguous [B, H, D] fp32
+    L, LP, H,
+    BLOCK: tl.constexpr, D: tl.constexpr, EMULATE_FP8_CAST: tl.constexpr,
+):
+    blk = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    rows = blk * BLOCK + tl.arange(0, BLOCK)
+    d = tl.arange(0, D)
+    x_head = x_ptr + b.to(tl.int64) * stride_xb + h.to(tl.int64) * stride_xh
+    x = tl.load(x_head + rows.to(tl.int64)[:, None] * stride_xl + d[None, :],
+                mask=(rows < L)[:, None], other=0.0).to(tl.float32)
+    y = tl.math.div_rn(x, tl.load(scale_ptr + bh * D + d)[None, :])  # padding rows stay 0
+    y = _round_to_e4m3(y) if EMULATE_FP8_CAST else y
+    out = out_ptr + (bh.to(tl.int64) * D + d[:, None]) * LP + rows[None, :]
+    tl.store(out, tl.trans(y.to(tl.float8e4nv)), mask=(rows < LP)[None, :])
 
 
 LOG2_448 = tl.constexpr(math.log2(448.0))  # float8_e4m3fn's largest value, in base 2

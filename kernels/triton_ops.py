@@ -20,8 +20,9 @@ import triton
 from torch import Tensor
 
 from . import torch_ops
-from .triton_kernels import (fp8_quantize_rows_kernel, quantize_int8_kernel, rotary_kernel,
-                             row_kernel, sage8_attention_kernel)
+from .triton_kernels import (fp8_quantize_rows_kernel, quantize_int8_kernel,
+                             quantize_v_fp8_kernel, rotary_kernel, row_kernel,
+                             sage8_attention_kernel)
 
 # triton reads the same variable when it decorates the kernels.
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -197,6 +198,24 @@ def quantize_int8_blocks(x: Tensor, block: int, *, mean: Tensor | None = None,
     return out, scale
 
 
+def quantize_v_fp8(v: Tensor, *, pad_to: int = 1) -> tuple[Tensor, Tensor]:
+    """``torch_ops.quantize_v_fp8`` in two passes: the channels' absmax (one min/max
+    reduction), then one kernel that scales, casts and transposes."""
+    b, seq, h, d = v.shape
+    v = _channels_contiguous(v)
+    lo, hi = torch.aminmax(v, dim=1)
+    scale = (torch.maximum(-lo, hi).float().clamp_min(1e-12) / torch_ops.FP8_MAX).contiguous()
+    padded = seq + -seq % pad_to
+    out = torch.empty((b, h, d, padded), dtype=torch.float8_e4m3fn, device=v.device)
+    block = 64
+    if out.numel():
+        with _device_of(v):
+            quantize_v_fp8_kernel[(triton.cdiv(padded, block), b * h)](
+                out, v, v.stride(0), v.stride(1), v.stride(2), scale, seq, padded, h,
+                BLOCK=block, D=d, EMULATE_FP8_CAST=_INTERPRET, num_warps=4)
+    return out, scale
+
+
 def quantize_fp8_rows(x: Tensor, tensor_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``kernels.fp8.quantise`` in one pass: ``x [M, K]`` -> (``[M, K]`` float8_e4m3fn, the fp32
     scale ``[M, 1]``), each row's absmax / 448; or every row by ``tensor_scale`` (fp32 ``[]``,
@@ -230,17 +249,17 @@ def sage8_attention(q: Tensor, k: Tensor, v: Tensor, *, pv: str = "fp16", q_bloc
         raise TypeError(f"sage8_attention: unknown tile options {sorted(unknown)}; "
                         f"valid: {sorted(defaults)}")
     t = {**defaults, **tiles}
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if out.numel() == 0 or lk == 0:
+        return out.zero_()
     q8, qs = quantize_int8_blocks(q, q_block, factor=d ** -0.5 * torch_ops.LOG2E)
     k8, ks = quantize_int8_blocks(k, k_block, mean=k.mean(dim=1, dtype=torch.float32))
     if pv == "fp8":
-        vq, vs = torch_ops.quantize_v_fp8(v, pad_to=128)  # [B, H, D, Lk padded]
+        vq, vs = quantize_v_fp8(v, pad_to=128)  # [B, H, D, Lk padded]
         v_strides = (vq.stride(0), vq.stride(1), 1, vq.stride(2))
     else:
         vq, vs = _channels_contiguous(v.to(torch.float16)), None  # [B, Lk, H, D]
         v_strides = (vq.stride(0), vq.stride(2), vq.stride(1), 1)
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    if out.numel() == 0 or lk == 0:
-        return out.zero_()
     k_desc = v_desc = None
     if t["tma"]:  # Hopper's copy engine: [1, BLOCK_N, 1, D] tiles (fp8 v: [1, 1, D, BLOCK_N])
         from triton.tools.tensor_descriptor import TensorDescriptor  # Triton >= 3.3

@@ -69,6 +69,20 @@ def test_fused_quantisation_is_bit_exact(factor):
         assert torch.equal(ours[0], expected[0]) and torch.equal(ours[1], expected[1])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_fused_v_quantisation_is_bit_exact(dtype):
+    """V to fp8 in the kernel's layout: per-channel absmax scales, e4m3 values (normal and
+    subnormal: the tokens span 5 decades) transposed to [B, H, D, L'], the padding zero."""
+    _, _, v = qkv(2, 2, 150, 2, 64)
+    v = (v * torch.logspace(-5, 0, 150)[:, None, None]).to(dtype)
+    ours, ours_scale = triton_ops.quantize_v_fp8(v, pad_to=128)
+    expected, expected_scale = torch_ops.quantize_v_fp8(v, pad_to=128)
+    assert ours.shape == expected.shape == (2, 2, 64, 256)
+    assert (expected[..., :150].float().abs() < 2 ** -6).sum() > 100
+    assert torch.equal(ours.view(torch.uint8), expected.view(torch.uint8))
+    assert torch.equal(ours_scale, expected_scale)
+
+
 @pytest.mark.parametrize("pv", PV)
 @pytest.mark.parametrize("d", [64, 128])
 def test_kernel_matches_fallback_within_one_key_block(pv, d):
