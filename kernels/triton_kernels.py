@@ -112,6 +112,19 @@ def rotary_kernel(
 
 
 @triton.jit
+def _head_tile(x_ptr, stride_xb, stride_xl, stride_xh, L, H, BLOCK: tl.constexpr,
+               D: tl.constexpr):
+    """This program's tile of ``x [B, L, H, D]`` (grid: token block, ``b * H + h``) as fp32
+    ``[BLOCK, D]``, zero past token ``L``; with its token indices ``[BLOCK]``."""
+    bh = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x_head = x_ptr + (bh // H).to(tl.int64) * stride_xb + (bh % H).to(tl.int64) * stride_xh
+    x = tl.load(x_head + rows.to(tl.int64)[:, None] * stride_xl + tl.arange(0, D)[None, :],
+                mask=(rows < L)[:, None], other=0.0)
+    return x.to(tl.float32), rows
+
+
+@triton.jit
 def quantize_int8_kernel(
     out_ptr, scale_ptr,                         # contiguous [B, L, H, D] int8, [B, H, NB] fp32
     x_ptr, stride_xb, stride_xl, stride_xh,     # [B, L, H, D], head dim contiguous
@@ -123,12 +136,9 @@ def quantize_int8_kernel(
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
-    rows = blk * BLOCK + tl.arange(0, BLOCK)
     d = tl.arange(0, D)
+    x, rows = _head_tile(x_ptr, stride_xb, stride_xl, stride_xh, L, H, BLOCK, D)
     mask = (rows < L)[:, None]
-    x_head = x_ptr + b.to(tl.int64) * stride_xb + h.to(tl.int64) * stride_xh
-    x = tl.load(x_head + rows.to(tl.int64)[:, None] * stride_xl + d[None, :], mask=mask,
-                other=0.0).to(tl.float32)
     if mean_ptr is not None:
         x = tl.where(mask, x - tl.load(mean_ptr + bh * D + d)[None, :], 0.0)
     # IEEE divisions (div_rn), so the GPU rounds exactly as the torch fallback does
@@ -182,15 +192,9 @@ def quantize_v_fp8_kernel(
     L, LP, H,
     BLOCK: tl.constexpr, D: tl.constexpr, EMULATE_FP8_CAST: tl.constexpr,
 ):
-    blk = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    rows = blk * BLOCK + tl.arange(0, BLOCK)
     d = tl.arange(0, D)
-    x_head = x_ptr + b.to(tl.int64) * stride_xb + h.to(tl.int64) * stride_xh
-    x = tl.load(x_head + rows.to(tl.int64)[:, None] * stride_xl + d[None, :],
-                mask=(rows < L)[:, None], other=0.0).to(tl.float32)
+    x, rows = _head_tile(x_ptr, stride_xb, stride_xl, stride_xh, L, H, BLOCK, D)
     y = tl.math.div_rn(x, tl.load(scale_ptr + bh * D + d)[None, :])  # padding rows stay 0
     y = _round_to_e4m3(y) if EMULATE_FP8_CAST else y
     out = out_ptr + (bh.to(tl.int64) * D + d[:, None]) * LP + rows[None, :]
