@@ -16,7 +16,9 @@ from wanrt.runner.cli import add_arguments, memory_options
 
 from wanrt.wan_core import load_dit, load_text_encoder, load_vae
 from wanrt.wan_core.pipelines import WanPipeline
+from wanrt.wan_core.layers.custom_op import implementation_report
 from wanrt.wan_core.residency import Residency, StageOutOfMemoryError
+from wanrt.wan_core.runtime import RuntimeOptions, bind_layers
 
 F32 = torch.float32
 OFFLOAD = "cpu:1"
@@ -95,6 +97,37 @@ def test_each_model_is_on_the_device_only_while_its_stage_runs(a14b_i2v):
     ]
     assert pipe.residency.resident() == [
         ("low-noise expert", pipe.residency.device_bytes(pipe.low_noise_dit))]
+
+
+@pytest.fixture
+def on_cuda_platform(monkeypatch):
+    """The platform policy of a CUDA machine (fused Triton layers), with Triton refusing CPU
+    tensors as it does there (no interpreter)."""
+    from wanrt.kernels import platforms, triton_ops
+    monkeypatch.setenv("WANRT_PLATFORM", "cuda")
+    monkeypatch.setattr(triton_ops, "_INTERPRET", False)
+    platforms._platform_for.cache_clear()
+    yield
+    platforms._platform_for.cache_clear()
+
+
+def test_a_text_encoder_computing_on_the_cpu_of_a_cuda_machine_runs_torch_layers(
+        tiny_models, on_cuda_platform):
+    """``on_cpu``: loaded there (the loader binds for its device) or built for the GPU and
+    registered (the policy binds it for the offload device), it encodes with the CPU's layers."""
+    path = tiny_models / "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+    loaded = load_text_encoder(path, dtype=F32, device="cpu")
+    assert set(implementation_report(loaded.model).values()) == {"native"}
+
+    built_for_gpu = load_text_encoder(path, dtype=F32, device="cpu")
+    bind_layers(built_for_gpu.model, RuntimeOptions(platform="cuda"))
+    assert set(implementation_report(built_for_gpu.model).values()) == {"triton"}
+    with pytest.raises(ValueError, match="needs GPU tensors"):
+        built_for_gpu.encode(["a red fox"])  # what the GPU kernels do with CPU tensors
+    residency = Residency("cuda:0", on_cpu=("text_encoder",))
+    residency.register(built_for_gpu.model, "text_encoder")
+    assert set(implementation_report(built_for_gpu.model).values()) == {"native"}
+    torch.testing.assert_close(built_for_gpu.encode(["a red fox"]), loaded.encode(["a red fox"]))
 
 
 def test_low_vram_parks_the_diffusion_model_when_sampling_ends(a14b_i2v):

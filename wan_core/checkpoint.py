@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .runtime import RuntimeOptions, bind_layers
+
 SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
@@ -318,7 +320,8 @@ def assign_weights(model: nn.Module, ckpt: Checkpoint, *, what: str, dtype: torc
 
     Floating tensors are cast to ``dtype`` (or kept as stored when None). fp8 weights are
     dequantised (``w * scale``) unless ``keep_fp8``: then they stay fp8 and their scale is kept as
-    ``<weight>_scale`` attribute for layers that dequantise at matmul time.
+    ``<weight>_scale`` attribute for layers that dequantise at matmul time. The dispatching
+    layers are bound for ``device`` (``RuntimeOptions.for_device``: torch layers on the CPU).
     """
     check_keys(model, ckpt, what)
     scale_readers = getattr(ckpt, "_scale_readers", {})
@@ -343,4 +346,5 @@ def assign_weights(model: nn.Module, ckpt: Checkpoint, *, what: str, dtype: torc
             module._parameters[attr] = nn.Parameter(t, requires_grad=False)
         else:
             module._buffers[attr] = t
+    bind_layers(model, RuntimeOptions.from_env().for_device(device or "cpu"))
     return model.eval().requires_grad_(False)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .runtime import RuntimeOptions, bind_layers
+
 # The OOM exception type moved from torch.cuda to torch in 2.5.
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -151,8 +153,11 @@ class Residency:
     # -- bookkeeping ------------------------------------------------------------------------
     def register(self, module: nn.Module, role: str, label: str | None = None) -> nn.Module:
         """Track ``module`` (a model of ``role``): an encoder or VAE (or, in low_vram mode, a
-        DiT) is parked now; a DiT stays where it is until it is first used."""
+        DiT) is parked now; a DiT stays where it is until it is first used. A role in
+        ``on_cpu`` computes on the offload device: its layers are bound for that device."""
         entry = self._entry(module, role, label)
+        if entry.role in self.on_cpu:
+            bind_layers(module, RuntimeOptions.from_env().for_device(self.offload_device))
         if not self.keeps_idle(entry.role):
             self.park(module)
         return module

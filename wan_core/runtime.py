@@ -24,6 +24,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from ..kernels import Platform, current_platform, triton_usable
@@ -112,6 +113,12 @@ class RuntimeOptions:
     def replace(self, **changes) -> RuntimeOptions:
         return dataclasses.replace(self, **changes)
 
+    def for_device(self, device: torch.device | str) -> RuntimeOptions:
+        """These options for a model that computes on ``device``: the CPU platform's where that
+        is the CPU (a text encoder kept on the CPU of a CUDA machine runs the torch layers; GPU
+        kernels would refuse its tensors), unchanged elsewhere."""
+        return self.replace(platform="cpu") if torch.device(device).type == "cpu" else self
+
     def resolved_platform(self) -> Platform:
         return PLATFORMS[self.platform]() if self.platform else current_platform()
 
@@ -127,15 +134,23 @@ class RuntimeOptions:
         return "native"
 
 
-def apply(model: nn.Module, options: RuntimeOptions) -> nn.Module:
-    """Bind ``options`` to ``model`` (a ``WanModel``, or any module of dispatching layers) in
-    place: each layer's implementation, the attention plan, then the compile mode. Returns it."""
-    from .compile import compile_dit
+def bind_layers(model: nn.Module, options: RuntimeOptions) -> nn.Module:
+    """Bind each dispatching layer (``CustomOp``) of ``model`` to its implementation under
+    ``options``, in place; returns ``model``."""
     from .layers import CustomOp
 
     for layer in model.modules():
         if isinstance(layer, CustomOp):
             layer.set_impl(options.layer_impl(type(layer)))
+    return model
+
+
+def apply(model: nn.Module, options: RuntimeOptions) -> nn.Module:
+    """Bind ``options`` to ``model`` (a ``WanModel``, or any module of dispatching layers) in
+    place: each layer's implementation, the attention plan, then the compile mode. Returns it."""
+    from .compile import compile_dit
+
+    bind_layers(model, options)
     if hasattr(model, "set_attention"):
         model.set_attention(options.attention)
     c = options.compile
