@@ -32,7 +32,7 @@ LATENT = {"real": (21, 60, 104), "tiny": (3, 8, 12)}
 def ours(config: DiTConfig, dtype, device) -> WanModel:
     with torch.device("meta"):
         model = WanModel(config, dtype=dtype)
-    return init_random_(model.to_empty(device=device), seed=0).eval()
+    return init_random_(model.to_empty(device=device), seed=0).eval().requires_grad_(False)
 
 
 def diffusers_like(model: WanModel, dtype, device):

@@ -106,8 +106,7 @@ def distilled_expert(config, dtype, device, lora) -> torch.nn.Module:
     """An A14B expert as the 4-step workflows load it: fp8 block weights, the LoRA merged."""
     dit = ours(config, dtype, device)
     to_fp8(dit)
-    apply_lora(dit, lora, 1.0, mode="merge")
-    return dit
+    return apply_lora(dit, lora, 1.0, mode="merge")  # a new model; the LoRA-free one is freed
 
 
 def main() -> None:

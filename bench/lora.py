@@ -52,6 +52,7 @@ def lightx2v_like(config: DiTConfig, rank: int) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.bfloat16) for k, v in out.items()}
 
 
+@torch.no_grad()  # else each weight_scale holds an autograd graph with an fp32 copy of its weight
 def to_fp8(model: WanModel) -> None:
     """Block Linear weights to fp8 e4m3 with a per-tensor scale (kept fp8, as keep_fp8=True)."""
     for name, module in model.named_modules():
