@@ -19,7 +19,7 @@ dequantised per matmul (``off``, as ComfyUI's ``fp8_e4m3fn``) or run as fp8 GEMM
 activations quantised per ``tensor`` / ``row`` (as ``fp8_e4m3fn_fast``); a change recompiles.
 
     python bench/e2e.py [--compile off|blocks] [--steps 50] [--frames 81] [--tiled-decode]
-    python bench/e2e.py --model a14b-4step --repeat 2 [--fp8-matmul off,tensor]
+    python bench/e2e.py --model a14b-4step --repeat 2 [--fp8-matmul off,tensor] [--attention sage8]
     python bench/e2e.py --tiny [--model a14b-4step]    # CPU smoke run: tiny models, fp32
 """
 
@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="default 81 (--tiny: 5)")
     parser.add_argument("--repeat", type=int, default=1, help="generations in one process (cold, then warm)")
     parser.add_argument("--tiled-decode", action="store_true")
+    parser.add_argument("--attention", default="auto",
+                        help="the DiT's self-attention backend (wan_core.attention.BACKENDS), "
+                             "e.g. sage8 (8-bit; cross-attention stays dense)")
     parser.add_argument("--fp8-matmul", default="off",
                         help="a14b-4step: comma-separated settings of the fp8 blocks' matmul, each "
                              "timed: off (dequantise), tensor, row (fp8 GEMMs)")
@@ -152,6 +155,8 @@ def main() -> None:
                 save_file(lightx2v_like(dit_cfg, LORA_RANK), f"{tmp}/lora.safetensors")
                 lora = load_lora(f"{tmp}/lora.safetensors")
             experts = [distilled_expert(dit_cfg, dtype, device, lora) for _ in range(2)]
+        for dit in experts:
+            dit.set_attention_backend(args.attention)
         experts = [compile_dit(dit.fuse_projections(), mode) for dit in experts]
     with stages("build UMT5 encoder"):
         encoder = text_encoder(umt5_cfg, dtype, device)
@@ -161,7 +166,7 @@ def main() -> None:
     print(f"{args.model}: {width}x{height}, {frames} frames (latent {list(shape)}), {steps} "
           f"{run['sampler']} steps, CFG {run['cfg']:g}, {dtype}"
           f"{', fp8 blocks + merged rank-64 LoRA, 2 experts' if run['experts'] == 2 else ''}, "
-          f"VAE decode {'tiled' if args.tiled_decode else 'untiled'}\n")
+          f"attention {args.attention}, VAE decode {'tiled' if args.tiled_decode else 'untiled'}\n")
     builds = list(stages.rows)
     for setting, fp8_matmul in enumerate(fp8_matmuls):
         for dit in experts:
