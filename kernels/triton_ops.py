@@ -224,8 +224,8 @@ def quantize_fp8_rows(x: Tensor, tensor_scale: Tensor | None = None) -> tuple[Te
     m, k = x.shape
     x = _channels_contiguous(x)
     out = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
-    scale = torch.empty((m, 1), dtype=torch.float32, device=x.device) if tensor_scale is None \
-        else tensor_scale
+    scale = (torch.empty((m, 1), dtype=torch.float32, device=x.device) if tensor_scale is None
+             else tensor_scale)
     if x.numel():
         block = triton.next_power_of_2(k)
         with _device_of(x):
