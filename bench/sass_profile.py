@@ -49,17 +49,23 @@ def compile_sm90(pv: str, tiles: dict, heads: int = 40, head_dim: int = 128):
                      FP8_PROMOTE=tiles["fp8_promote"],
                      k_desc=None, v_desc=None, **({"stride_vl": 1} if fp8 else
                                                    {"stride_vd": 1, "v_scale_ptr": None}))
-    signature.update((name, "constexpr") for name in constants)
-    aligned = [n for n, t in signature.items() if t.startswith("*") or n.startswith("stride")]
-    index = KERNEL.arg_names.index
+    aligned = [n for n in signature if n.startswith("stride")]
+    return build_sm90(KERNEL, signature, constants, aligned, num_warps=tiles["num_warps"],
+                      num_stages=tiles["num_stages"])
+
+
+def build_sm90(kernel, signature: dict, constants: dict, aligned: list[str] = (), **options):
+    """``kernel`` compiled ahead of time for sm_90: ``signature`` types its runtime arguments,
+    ``constants`` fixes the rest; pointers and the ``aligned`` integers are taken as multiples of
+    16 (as Triton specialises them at launch). ``options``: ``num_warps``, ``num_stages``."""
+    signature = {**signature, **{name: "constexpr" for name in constants}}
+    index = kernel.arg_names.index
     source = triton.compiler.ASTSource(
-        fn=KERNEL, signature=signature,
+        fn=kernel, signature=signature,
         constexprs={(index(n),): v for n, v in constants.items()},
-        attrs={(index(n),): [["tt.divisibility", 16]] for n in aligned
-               if signature[n] != "constexpr"})
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=tiles["num_warps"],
-                                       num_stages=tiles["num_stages"]))
+        attrs={(index(n),): [["tt.divisibility", 16]] for n, t in signature.items()
+               if t != "constexpr" and (t.startswith("*") or n in aligned)})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
 
 
 def disassemble(cubin: bytes) -> list[str]:

@@ -3,28 +3,17 @@ Hopper (sm_90) as their launchers specialise them, on a machine without a GPU (p
 Triton's wheel), and print each build's name and cubin size as JSON."""
 
 import json
-import os
+import sys
+from pathlib import Path
 
-os.environ.pop("TRITON_INTERPRET", None)  # machine code, not the interpreter
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from sass_profile import build_sm90  # noqa: E402 (clears TRITON_INTERPRET before triton loads)
 
 from wanrt.kernels import triton_kernels as tk  # noqa: E402
 
 
 def compile_sm90(kernel, signature: dict, constants: dict, num_warps: int) -> int:
-    signature = {**signature, **{name: "constexpr" for name in constants}}
-    index = kernel.arg_names.index
-    source = triton.compiler.ASTSource(
-        fn=kernel, signature=signature,
-        constexprs={(index(n),): v for n, v in constants.items()},
-        attrs={(index(n),): [["tt.divisibility", 16]] for n, t in signature.items()
-               if t.startswith("*")})
-    built = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                           options=dict(num_warps=num_warps))
-    return len(built.asm["cubin"])
+    return len(build_sm90(kernel, signature, constants, num_warps=num_warps).asm["cubin"])
 
 
 HEAD_TILE = {"x_ptr": "*bf16", "stride_xb": "i32", "stride_xl": "i32", "stride_xh": "i32",
