@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import importlib
 import os
 import posixpath
-import re
 import sys
 import tempfile
 import threading
@@ -68,19 +66,6 @@ class Interrupted(Exception):
     """The run was interrupted (``Host.interrupt()`` or Ctrl-C)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class SavedFile:
-    """Where a node writes one output file, and the ComfyUI ``ui`` entry that points at it."""
-
-    path: str
-    filename: str
-    subfolder: str
-    type: str  # "output" | "temp"
-
-    def ui(self) -> dict[str, str]:
-        return {"filename": self.filename, "subfolder": self.subfolder, "type": self.type}
-
-
 def check_filename_prefix(prefix: str) -> None:
     """Reject a ``filename_prefix`` that could leave the output directory (absolute or ``..``) or
     whose final or temporary file names could not be written (too long, NUL, ...)."""
@@ -119,10 +104,6 @@ class Host:
         raise NotImplementedError
 
     def temp_dir(self) -> str:
-        raise NotImplementedError
-
-    def save_path(self, filename_prefix: str, extension: str, *, temp: bool = False) -> SavedFile:
-        """A new numbered file ``<prefix>_00001_.<ext>`` inside the output (or temp) directory."""
         raise NotImplementedError
 
     def progress(self, total: int):
@@ -190,14 +171,6 @@ class ComfyHost(Host):
     def temp_dir(self):
         return self._comfy("folder_paths").get_temp_directory()
 
-    def save_path(self, filename_prefix, extension, *, temp=False):
-        check_filename_prefix(filename_prefix)
-        root = self.temp_dir() if temp else self.output_dir()
-        folder, name, counter, subfolder, _ = self._comfy("folder_paths").get_save_image_path(
-            filename_prefix, root)
-        os.makedirs(folder, exist_ok=True)
-        filename = f"{name}_{counter:05}_.{extension}"
-        return SavedFile(os.path.join(folder, filename), filename, subfolder, "temp" if temp else "output")
 
     def progress(self, total):
         return Progress(total, self, ui=self._comfy("comfy.utils").ProgressBar(total))
@@ -342,19 +315,6 @@ class HeadlessHost(Host):
 
     def temp_dir(self):
         return self._temp
-
-    def save_path(self, filename_prefix, extension, *, temp=False):
-        check_filename_prefix(filename_prefix)
-        root = os.path.realpath(self.temp_dir() if temp else self.output_dir())
-        subfolder, name = posixpath.split(filename_prefix.replace("\\", "/"))
-        folder = os.path.realpath(os.path.join(root, subfolder))
-        if os.path.commonpath([root, folder]) != root:  # e.g. through a symlink
-            raise ValueError(f"filename_prefix {filename_prefix!r} leaves the directory {root}")
-        os.makedirs(folder, exist_ok=True)
-        taken = re.compile(re.escape(name) + r"_(\d+)_\.")
-        counters = [int(m.group(1)) for f in os.listdir(folder) if (m := taken.match(f))]
-        filename = f"{name}_{max(counters, default=0) + 1:05}_.{extension}"
-        return SavedFile(os.path.join(folder, filename), filename, subfolder, "temp" if temp else "output")
 
     def progress(self, total):
         return Progress(total, self, console=self.show_progress)

@@ -10,6 +10,8 @@ import json
 import pathlib
 
 from wanrt.nodes import base, host
+from wanrt.wan_core.file_names import final_name
+from wanrt.wan_core.video_io import next_counter, resolve_prefix
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "runner"
 CALLS: collections.Counter = collections.Counter()
@@ -119,9 +121,12 @@ class SaveNumber:
 
     def save(self, value, filename_prefix):
         CALLS["SaveNumber"] += 1
-        saved = host.current().save_path(filename_prefix, "txt")
-        pathlib.Path(saved.path).write_text(str(value))
-        return {"ui": {"text": [str(value)], "files": [saved.ui()]}}
+        folder, name, subfolder = resolve_prefix(host.current().output_dir(), filename_prefix)
+        folder.mkdir(parents=True, exist_ok=True)
+        filename = final_name(name, next_counter(folder, name), "txt")
+        (folder / filename).write_text(str(value))
+        return {"ui": {"text": [str(value)],
+                       "files": [{"filename": filename, "subfolder": subfolder, "type": "output"}]}}
 
 
 class Text:

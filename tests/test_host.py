@@ -106,22 +106,6 @@ def test_extra_model_paths_yaml(models, tmp_path):
     assert h.model_files("vae") == ["wan2.2_vae.safetensors", "wan_2.1_vae.safetensors"]
 
 
-def test_save_paths_are_numbered_and_stay_in_the_output_dir(tmp_path):
-    h = HeadlessHost(output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp")
-    first = h.save_path("video/ComfyUI", "mp4")
-    assert first.path == str(tmp_path / "out" / "video" / "ComfyUI_00001_.mp4")
-    assert first.ui() == {"filename": "ComfyUI_00001_.mp4", "subfolder": "video", "type": "output"}
-    touch(tmp_path / "out" / "video" / "ComfyUI_00007_.mp4")
-    assert h.save_path("video/ComfyUI", "mp4").filename == "ComfyUI_00008_.mp4"
-    assert h.save_path("preview", "webp", temp=True).path == str(tmp_path / "tmp" / "preview_00001_.webp")
-    for prefix in ("../x", "a/../../x", "/etc/x", ""):
-        with pytest.raises(ValueError, match="filename_prefix"):
-            h.save_path(prefix, "mp4")
-    os.symlink(tmp_path, tmp_path / "out" / "link")
-    with pytest.raises(ValueError, match="leaves the directory"):
-        h.save_path("link/x", "mp4")
-
-
 def test_progress_reports_and_checks_the_interrupt_flag():
     h = HeadlessHost(show_progress=False)
     seen = []
@@ -197,13 +181,8 @@ def comfy(tmp_path, monkeypatch):
         path = os.path.join(folders[name][0], filename)
         return path if os.path.isfile(path) else None
 
-    def get_save_image_path(prefix, output_dir, width=0, height=0):
-        subfolder, name = os.path.split(prefix)
-        return os.path.join(output_dir, subfolder), name, 1, subfolder, prefix
-
     folder_paths.get_filename_list = get_filename_list
     folder_paths.get_full_path = get_full_path
-    folder_paths.get_save_image_path = get_save_image_path
     folder_paths.get_output_directory = lambda: str(tmp_path / "comfy" / "output")
     folder_paths.get_input_directory = lambda: str(tmp_path / "comfy" / "input")
     folder_paths.get_temp_directory = lambda: str(tmp_path / "comfy" / "temp")
@@ -228,10 +207,6 @@ def test_inside_comfyui_the_host_delegates_to_comfyui(comfy, tmp_path):
         h.model_path("vae", "wan_2.1_vae.safetensors")
     assert h.output_dir() == str(tmp_path / "comfy" / "output")
     assert (h.device(), h.offload_device()) == ("stub-gpu", "stub-cpu")
-    saved = h.save_path("video/ComfyUI", "mp4")
-    assert saved.path == str(tmp_path / "comfy" / "output" / "video" / "ComfyUI_00001_.mp4")
-    with pytest.raises(ValueError, match="filename_prefix"):
-        h.save_path("../x", "mp4")
     h.progress(10).update(1)
     assert comfy.progress == [(1, 10)]
     h.interrupt()
