@@ -127,9 +127,3 @@ class ComfyResidency(Residency):
 @functools.cache
 def comfy_residency() -> ComfyResidency:
     return ComfyResidency()
-
-
-def is_loaded_by_comfyui(module: nn.Module) -> bool:
-    """Whether ComfyUI lists ``module`` among its loaded models."""
-    return comfy_residency().patcher(module) in mm.loaded_models()
-
