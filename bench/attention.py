@@ -124,7 +124,7 @@ def attention_impls(device):
     import torch
 
     from wanrt import kernels
-    from wanrt.kernels import torch_ops, triton_ops
+    from wanrt.kernels import triton_ops
     from wanrt.wan_core.attention import BACKENDS
 
     impl = ({"cuDNN SDPA bf16": BACKENDS["sdpa-cudnn"]} if device.type == "cuda"

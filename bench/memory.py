@@ -85,10 +85,6 @@ def random_dit(config, *, fp8: bool, device, seed: int = 0) -> WanModel:
     return model.eval().fuse_projections()
 
 
-def gib(n: float) -> str:
-    return f"{n / GIB:.2f}"
-
-
 def t2v(name, residency, models, shape, steps, rows, *, low_noise=None):
     """One end-to-end T2V run; appends a result row (peaks per stage, step times)."""
     te, dit, decoder = models

@@ -39,7 +39,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..kernels import Platform, current_platform
