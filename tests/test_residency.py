@@ -130,6 +130,17 @@ def test_a_text_encoder_computing_on_the_cpu_of_a_cuda_machine_runs_torch_layers
     torch.testing.assert_close(built_for_gpu.encode(["a red fox"]), loaded.encode(["a red fox"]))
 
 
+def test_a_diffusion_model_loaded_to_the_cpu_for_the_gpu_runs_the_gpus_layers(
+        tiny_models, on_cuda_platform):
+    """The WanRT loader loads a DiT to the offload device (the sampler brings it over): the
+    policy binds its layers for the GPU it samples on, not for the CPU it was loaded to."""
+    dit = load_dit(tiny_models / "diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors", dtype=F32,
+                   device="cpu")
+    assert set(implementation_report(dit).values()) == {"native"}
+    Residency("cuda:0").register(dit, "dit")
+    assert set(implementation_report(dit).values()) == {"triton"}
+
+
 def test_low_vram_parks_the_diffusion_model_when_sampling_ends(a14b_i2v):
     pipe = WanPipeline(**a14b_i2v, residency=Residency("cpu", OFFLOAD, low_vram=True))
     timeline = Timeline(pipe)

@@ -153,11 +153,13 @@ class Residency:
     # -- bookkeeping ------------------------------------------------------------------------
     def register(self, module: nn.Module, role: str, label: str | None = None) -> nn.Module:
         """Track ``module`` (a model of ``role``): an encoder or VAE (or, in low_vram mode, a
-        DiT) is parked now; a DiT stays where it is until it is first used. A role in
-        ``on_cpu`` computes on the offload device: its layers are bound for that device."""
+        DiT) is parked now; a DiT stays where it is until it is first used. A model held on one
+        device to compute on another (a DiT loaded to the CPU for the GPU, a role in ``on_cpu``)
+        has its layers bound for the device it computes on."""
         entry = self._entry(module, role, label)
-        if entry.role in self.on_cpu:
-            bind_layers(module, RuntimeOptions.from_env().for_device(self.offload_device))
+        compute = self.compute_device(entry.role)
+        if entry.role in self.on_cpu or entry.device != compute:
+            bind_layers(module, RuntimeOptions.from_env().for_device(compute))
         if not self.keeps_idle(entry.role):
             self.park(module)
         return module
