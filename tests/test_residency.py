@@ -14,7 +14,8 @@ from torch import nn
 from wanrt.nodes.host import HeadlessHost
 from wanrt.runner.cli import add_arguments, memory_options
 
-from wanrt.wan_core import load_dit, load_text_encoder, load_vae
+from wanrt.wan_core import load_dit, load_text_encoder, load_vae, residency as residency_module
+from wanrt.wan_core.lora import apply_lora
 from wanrt.wan_core.pipelines import WanPipeline
 from wanrt.wan_core.layers.custom_op import implementation_report
 from wanrt.wan_core.residency import Residency, StageOutOfMemoryError
@@ -139,6 +140,27 @@ def test_a_diffusion_model_loaded_to_the_cpu_for_the_gpu_runs_the_gpus_layers(
     assert set(implementation_report(dit).values()) == {"native"}
     Residency("cuda:0").register(dit, "dit")
     assert set(implementation_report(dit).values()) == {"triton"}
+
+
+def test_a_lora_copy_moves_itself_and_parks_with_its_base(tiny_models, monkeypatch):
+    """``apply_lora`` returns a copy sharing the base's unpatched weights: loading the copy moves
+    the copy (its merged weights too, not the base's originals they replace); parking moves
+    every model sharing those weights."""
+    base = load_dit(tiny_models / "diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors", dtype=F32)
+    residency = Residency("cpu", OFFLOAD)
+    residency.register(base, "dit")
+    residency.park(base)
+    lora = apply_lora(base, tiny_models / "loras/wan2.1_t2v_1.3B_style_kohya.safetensors", 1.0)
+    moved = []
+    move = residency_module.move_module
+    monkeypatch.setattr(residency_module, "move_module", lambda module, device, skip=(): (
+        moved.append((module, str(device))), move(module, device, skip)))
+
+    residency.load(lora, "dit")
+    assert [(m is lora, device) for m, device in moved] == [(True, "cpu")]
+    moved.clear()
+    residency.park(lora)
+    assert sorted((m is lora, device) for m, device in moved) == [(False, OFFLOAD), (True, OFFLOAD)]
 
 
 def test_low_vram_parks_the_diffusion_model_when_sampling_ends(a14b_i2v):

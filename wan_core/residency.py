@@ -26,7 +26,7 @@ import math
 import re
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -95,13 +95,15 @@ def _swapped_blocks(module: nn.Module) -> tuple[nn.Module, ...]:
 
 @dataclass
 class Entry:
-    """A registered model: what it is (role, label), where it is and when it was last used."""
+    """A registered model: what it is (role, label), where it is and when it was last used.
+    ``members``: every module seen that shares its weights (a LoRA or compiled copy of it)."""
 
     module: weakref.ref
     role: str
     label: str
     device: torch.device
     last_used: int = 0
+    members: weakref.WeakSet = field(default_factory=weakref.WeakSet)
 
     @property
     def model(self) -> nn.Module | None:
@@ -178,6 +180,7 @@ class Residency:
                                                 here)
         elif label is not None:
             entry.label = label
+        entry.members.add(module)
         return entry
 
     def compute_device(self, role: str) -> torch.device:
@@ -211,12 +214,15 @@ class Residency:
         self._clock += 1
         entry.last_used = self._clock
         target = self.compute_device(entry.role)
-        missing = 0 if entry.device == target else tensor_bytes(
-            module_tensors(module, _swapped_blocks(module)))
+        tensors = module_tensors(module, _swapped_blocks(module))
+        # A copy of a model already there (its LoRA-merged weights) may still have its own
+        # tensors elsewhere; only the module asked for moves (not the base's unpatched weights).
+        missing = tensor_bytes(tensors if entry.device != target else
+                               (t for t in tensors if t.device != target))
         if target == self.device:
             self.make_room(entry, missing)
         if missing:
-            self._move(entry, target, "load")
+            self._move(entry, target, "load", (module,))
 
     def make_room(self, entry: Entry, needed: int) -> None:
         """Park models so that ``needed`` more bytes fit for ``entry``: the other DiT when
@@ -237,14 +243,17 @@ class Residency:
                 used -= size
 
     def park(self, module: nn.Module) -> None:
-        """Move ``module`` to the offload device (pinned CPU memory from CUDA)."""
+        """Move ``module``, and every model sharing its weights, to the offload device (pinned
+        CPU memory from CUDA)."""
         entry = self._entry(module)
         if entry.device != self.offload_device:
             self._move(entry, self.offload_device, "park")
 
-    def _move(self, entry: Entry, device: torch.device, what: str) -> None:
-        model = entry.model
-        move_module(model, device, _swapped_blocks(model))
+    def _move(self, entry: Entry, device: torch.device, what: str,
+              modules: tuple[nn.Module, ...] | None = None) -> None:
+        """Move ``modules`` (default: every member of ``entry``) to ``device``."""
+        for module in modules if modules is not None else tuple(entry.members):
+            move_module(module, device, _swapped_blocks(module))
         entry.device = device
         self.moves.append((what, entry.label, str(device)))
 
