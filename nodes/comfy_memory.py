@@ -35,6 +35,9 @@ class WanRTPatcher:
     def model(self) -> nn.Module:
         return self._model()
 
+    def point_at(self, model: nn.Module) -> None:
+        self._model = weakref.ref(model)
+
     def model_size(self) -> int:
         return tensor_bytes(module_tensors(self.model))
 
@@ -62,7 +65,10 @@ class WanRTPatcher:
         return 0  # all or nothing: ComfyUI then calls detach
 
     def detach(self, unpatch_all=True):
-        self._residency.move_out(self.model)
+        """Unloaded (``unpatch_all``) or only popped from ComfyUI's list, as
+        ``load_models_gpu`` does before loading a model that is already loaded: then it stays."""
+        if unpatch_all:
+            self._residency.move_out(self.model)
 
     def is_clone(self, other) -> bool:
         return other is self
@@ -93,10 +99,13 @@ class ComfyResidency(Residency):
         self._patchers: dict[int, WanRTPatcher] = {}
 
     def patcher(self, module: nn.Module) -> WanRTPatcher:
-        """The one patcher of ``module`` (ComfyUI tells loaded models apart by patcher)."""
+        """The one patcher of ``module`` and the models sharing its weights (ComfyUI tells
+        loaded models apart by patcher); it moves ``module``, the one asked for last (a LoRA
+        copy holds weights its base does not)."""
         key = id(self._entry(module))
         if key not in self._patchers or self._patchers[key].model is None:
             self._patchers[key] = WanRTPatcher(self, module)
+        self._patchers[key].point_at(module)
         return self._patchers[key]
 
     def load(self, module, role=None, label=None):

@@ -17,6 +17,7 @@ import torch
 from wanrt.nodes import host
 from wanrt.nodes.comfy_memory import ComfyResidency, comfy_residency
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
+from wanrt.wan_core.dit.model import weight_sharing_copy
 
 config = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=16, out_dim=16,
                    text_dim=16, freq_dim=16)
@@ -33,6 +34,10 @@ def loaded():
 
 res.load(dit)
 out["after_load"] = loaded()
+res.load(dit)  # the next sampler run: ComfyUI pops and re-adds it, nothing moves
+lora = weight_sharing_copy(dit)  # a LoRA copy: shares the weights, ComfyUI loads the copy
+res.load(lora)
+out["patcher_moves_the_copy"] = res.patcher(lora).model is lora
 out["dit_bytes"] = sum(p.numel() * 4 for p in dit.parameters())
 with res.use(vae, "vae", "VAE decode"):
     out["during_decode"] = loaded()
@@ -56,6 +61,7 @@ def test_comfyui_loads_lists_and_unloads_wanrt_models(comfyui, tmp_path):
     dit = out["dit_bytes"]
     # ComfyUI lists the DiT with its size, all of it loaded
     assert out["after_load"] == [["tiny dit", dit, dit]]
+    assert out["patcher_moves_the_copy"]
     vae = 4 * 4 * 27 * 4 + 4 * 4
     assert out["during_decode"] == [["tiny dit", dit, dit], ["tiny vae", vae, vae]]
     # the VAE leaves the device, and ComfyUI's list, when its stage ends
