@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "exclusions are inputs of the Compile node (--set ID.dense_first_steps=2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_parallel_arguments(parser)
+    add_memory_arguments(parser)
+
+
+def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--low-vram``, ``--text-encoder-on-cpu``, ``--vram-budget`` (see :func:`memory_options`)."""
     memory = parser.add_argument_group("GPU memory (see wan_core/residency.py)")
     memory.add_argument("--low-vram", action="store_true", help="park the diffusion model in CPU "
                         "memory when sampling ends, so the encoders and the VAE get the whole GPU")

@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 
-from ..runner.cli import add_parallel_arguments, join_parallel
+from ..runner.cli import add_memory_arguments, add_parallel_arguments, join_parallel, memory_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-size", type=float, default=100, metavar="MB",
                         help="largest request body in MiB, uploads included (default 100, as ComfyUI)")
     add_parallel_arguments(parser)
+    add_memory_arguments(parser)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -53,7 +54,8 @@ def _serve(args: argparse.Namespace, mesh) -> int:
         return 2
     try:
         host = HeadlessHost.from_paths(args.models_dir, args.extra_model_paths, output_dir=args.output_dir,
-                                       input_dir=args.input_dir, temp_dir=args.temp_dir)
+                                       input_dir=args.input_dir, temp_dir=args.temp_dir,
+                                       memory=memory_options(args))
         if mesh is not None:
             host.take_part(mesh)
         if mesh is not None and not mesh.is_writer:  # rank 0 serves; the others follow it

@@ -204,10 +204,14 @@ def test_an_out_of_memory_error_names_the_stage_the_resident_models_and_what_wou
     assert isinstance(caught.value, torch.OutOfMemoryError)  # still an OOM for callers
 
 
-def test_the_runners_memory_flags_configure_the_hosts_one_policy():
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_the_memory_flags_of_run_and_serve_configure_the_hosts_one_policy(command):
+    from wanrt.server.cli import add_arguments as add_serve_arguments
+
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["w.json", "--low-vram", "--text-encoder-on-cpu", "--vram-budget", "20"])
+    (add_arguments if command == "run" else add_serve_arguments)(parser)
+    workflow = ["w.json"] if command == "run" else []
+    args = parser.parse_args(workflow + ["--low-vram", "--text-encoder-on-cpu", "--vram-budget", "20"])
     host = HeadlessHost(memory=memory_options(args))
     res = host.residency()
     assert res is host.residency()  # one policy, one budget, for every node of the process

@@ -294,7 +294,7 @@ class Residency:
         return "\n".join(lines)
 
     def suggestions(self, stage: str, error: BaseException) -> list[str]:
-        """Settings that lower the peak of ``stage`` (node inputs and runner flags named)."""
+        """Settings that lower the peak of ``stage`` (node inputs and the flags of wanrt run / serve named)."""
         tips = []
         dits = sorted((e for e in self._entries.values() if e.role == "dit"
                        and e.model is not None and hasattr(e.model, "blocks")),
@@ -306,11 +306,12 @@ class Residency:
             tips.append("tiled VAE decode / encode (the 'tiled' input of WanRT VAE Decode, "
                         "tiled=True in Python)")
         if "text" in stage and "text_encoder" not in self.on_cpu:
-            tips.append("run the text encoder on the CPU (runner flag --text-encoder-on-cpu, "
-                        "on_cpu=('text_encoder',) in Python)")
+            tips.append("run the text encoder on the CPU (flag --text-encoder-on-cpu of wanrt "
+                        "run / serve, on_cpu=('text_encoder',) in Python)")
         if not self.low_vram:
             tips.append("low_vram mode: park the diffusion model when sampling ends, so the "
-                        "encoders and the VAE get the whole device (runner flag --low-vram)")
+                        "encoders and the VAE get the whole device (flag --low-vram of wanrt "
+                        "run / serve)")
         tips.append("a smaller size or fewer frames; fp8_e4m3fn weights (half the memory)")
         return tips
 
