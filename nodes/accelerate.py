@@ -9,11 +9,14 @@ TypeError naming the node and input.
 
 from __future__ import annotations
 
+from ..wan_core.runtime import AttentionOptions
 from . import base
+from .compilation import DENSE_EXCLUSIONS
 
 COMPILE_MODES = ("off", "blocks", "full")
 ATTENTION = {"auto": "auto", "sdpa": "sdpa", "cudnn": "sdpa-cudnn", "flash": "sdpa-flash",
-             "efficient": "sdpa-efficient"}  # node choice -> wan_core.attention backend
+             "efficient": "sdpa-efficient", "sage8": "sage8", "sage8-fp16": "sage8-fp16",
+             "sage8-fp8": "sage8-fp8"}  # node choice -> wan_core.attention backend
 
 
 def is_comfy_model_patcher(model) -> bool:
@@ -50,19 +53,26 @@ class WanRTAccelerate:
             "attention": (list(ATTENTION), {
                 "default": "auto",
                 "tooltip": "auto: cuDNN attention on Hopper in fp16/bf16, PyTorch's SDPA choice "
-                           "elsewhere; or SDPA held to one kernel (cudnn / flash / efficient)."}),
-        }}
+                           "elsewhere; or SDPA held to one kernel (cudnn / flash / efficient); "
+                           "sage8: WanRT's 8-bit self-attention (INT8 Q·K, fp8 P·V on Ada / "
+                           "Hopper, fp16 elsewhere), faster and slightly lossy; sage8-fp16 / "
+                           "sage8-fp8 force the P·V type."}),
+        }, "optional": DENSE_EXCLUSIONS}
 
-    def accelerate(self, model, compile, attention):
+    def accelerate(self, model, compile, attention, dense_first_blocks=0, dense_first_steps=0,
+                   dense_last_steps=0):
+        plan = AttentionOptions(backend=ATTENTION[attention], dense_first_blocks=dense_first_blocks,
+                                dense_first_steps=dense_first_steps,
+                                dense_last_steps=dense_last_steps)
         from .core.model import CoreModel
         if isinstance(model, CoreModel):
             from .core.accelerate import accelerate_core_model
-            return (accelerate_core_model(model, compile, attention),)
+            return (accelerate_core_model(model, compile, plan),)
         if not is_comfy_model_patcher(model):
             raise TypeError(f"WanRT Accelerate: input 'model' must be ComfyUI's MODEL (a "
                             f"ModelPatcher from Load Diffusion Model), got {type(model).__name__}")
         from .comfy_wan import accelerate
-        return (accelerate(model, compile, ATTENTION[attention]),)
+        return (accelerate(model, compile, plan),)
 
 
 NODES = {"WanRTAccelerate": WanRTAccelerate}

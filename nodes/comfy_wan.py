@@ -35,11 +35,13 @@ from torch import nn
 
 from .. import kernels
 from ..wan_core.attention import get_backend
+from ..wan_core.runtime import AttentionOptions
 
 
-def accelerate(patcher, compile_mode: str, attention_backend: str):
+def accelerate(patcher, compile_mode: str, attention: AttentionOptions):
     """A clone of ``patcher`` (ComfyUI's MODEL holding a Wan model) whose plain Wan blocks run
-    WanRT's fast path; a TypeError if the diffusion model has none."""
+    WanRT's fast path with the attention plan ``attention``; a TypeError if the diffusion model
+    has none."""
     compiled = compile_mode != "off" and kernels.current_platform().compile
     model = patcher.clone(disable_dynamic=True) if compiled else patcher.clone()
     blocks = getattr(model.get_model_object("diffusion_model"), "blocks", ())
@@ -50,10 +52,9 @@ def accelerate(patcher, compile_mode: str, attention_backend: str):
         raise TypeError(f"WanRT Accelerate: the model is a {name} without Wan transformer "
                         f"blocks; connect a Wan 2.1 / 2.2 model (UNETLoader)")
     run = compiled_block if compiled and compile_mode == "blocks" else run_block
-    attend = get_backend(attention_backend)
     for i in indices:
         model.add_object_patch(f"diffusion_model.blocks.{i}.forward",
-                               AcceleratedBlock(blocks[i], run, attend))
+                               AcceleratedBlock(blocks[i], i, run, attention))
     if compiled and compile_mode == "full":
         from comfy_api.torch_helpers import set_torch_compile_wrapper
         set_torch_compile_wrapper(model, backend="inductor",
@@ -67,10 +68,12 @@ def _skip_transformer_options(guard_entries):
 
 
 class AcceleratedBlock:
-    """Stands in for ``WanAttentionBlock.forward`` (same arguments) of one block."""
+    """Stands in for ``WanAttentionBlock.forward`` (same arguments) of block ``index``; its
+    self-attention backend is the one ``plan`` gives that block at the current step."""
 
-    def __init__(self, block: nn.Module, run, attend):
-        self.block, self.run, self.attend = block, run, attend
+    def __init__(self, block: nn.Module, index: int, run, plan: AttentionOptions):
+        self.block, self.index, self.run, self.plan = block, index, run, plan
+        self.cross_attend = get_backend(plan.cross_backend)
 
     def __call__(self, x, e, freqs, context, context_img_len=257, transformer_options={}):
         patches = transformer_options.get("patches", {})
@@ -81,8 +84,22 @@ class AcceleratedBlock:
         rope = rope_cos_sin(freqs)
         if "optimized_attention_override" in transformer_options:
             attend = functools.partial(_comfy_attention, transformer_options=transformer_options)
-            return run_block(self.block, x, e, rope, context, context_img_len, attend)
-        return self.run(self.block, x, e, rope, context, context_img_len, self.attend)
+            return run_block(self.block, x, e, rope, context, context_img_len, attend, attend)
+        step = sampling_step(transformer_options) if (
+            self.plan.dense_first_steps or self.plan.dense_last_steps) else (None, None)
+        attend = get_backend(self.plan.backend_for(self.index, *step))
+        return self.run(self.block, x, e, rope, context, context_img_len, attend,
+                        self.cross_attend)
+
+
+def sampling_step(transformer_options: dict) -> tuple[int | None, int | None]:
+    """``(step, steps)`` of the sampler call running: the current σ's place in ComfyUI's
+    ``sample_sigmas`` (each KSampler / KSamplerAdvanced call counts its own steps); ``(None,
+    None)`` outside sampling."""
+    schedule, sigma = transformer_options.get("sample_sigmas"), transformer_options.get("sigmas")
+    if schedule is None or sigma is None:
+        return None, None
+    return int((schedule - sigma.flatten()[0]).abs().argmin()), len(schedule) - 1
 
 
 def _comfy_attention(q, k, v, transformer_options):
@@ -110,10 +127,10 @@ def rope_cos_sin(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rope
 
 
-def run_block(block, x, e, rope, context, context_img_len, attend):
+def run_block(block, x, e, rope, context, context_img_len, attend, cross_attend):
     """``WanAttentionBlock.forward`` on WanRT's kernels; ``x: [B, L, C]`` contiguous,
     ``e: [B, 6, C]`` or ``[B, F, 6, C]`` (per-frame / per-token timesteps), ``rope``: ``cos, sin``
-    of :func:`rope_cos_sin`, ``attend(q, k, v)`` on ``[B, L, H, D]``."""
+    of :func:`rope_cos_sin`, ``attend(q, k, v)`` / ``cross_attend`` on ``[B, L, H, D]``."""
     shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = _modulation(block, e, x)
     h = kernels.norm_modulate(x, shift_sa, scale_sa, eps=block.norm1.eps)
     y = _self_attention(block.self_attn, h, rope, attend)
@@ -123,7 +140,7 @@ def run_block(block, x, e, rope, context, context_img_len, attend):
         weight, bias = _norm_weights(block.norm3, x)
         h, x = kernels.gated_residual_norm_modulate(x, y, gate_sa, None, None, eps=block.norm3.eps,
                                                     weight=weight, bias=bias)
-    y = _cross_attention(block.cross_attn, h, context, context_img_len, attend)
+    y = _cross_attention(block.cross_attn, h, context, context_img_len, cross_attend)
     h, x = kernels.gated_residual_norm_modulate(x, y, None, shift_ff, scale_ff,
                                                 eps=block.norm2.eps)
     return kernels.gated_residual(x, block.ffn(h), gate_ff)

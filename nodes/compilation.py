@@ -12,6 +12,20 @@ INDUCTOR_MODES = {"default": None, "reduce-overhead": "reduce-overhead",
                   "max-autotune": "max-autotune",
                   "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs"}
 DYNAMIC = {"auto": None, "true": True, "false": False}
+# The optional inputs that keep parts of a run dense under an 8-bit attention backend
+# (AttentionOptions' exclusions); the Compile and Accelerate nodes share them.
+DENSE_EXCLUSIONS = {
+    "dense_first_blocks": ("INT", {
+        "default": 0, "min": 0, "max": 64,
+        "tooltip": "With an 8-bit backend: the first N transformer blocks keep the dense "
+                   "(auto) attention."}),
+    "dense_first_steps": ("INT", {
+        "default": 0, "min": 0, "max": 1000,
+        "tooltip": "With an 8-bit backend: the first N sampling steps run dense attention."}),
+    "dense_last_steps": ("INT", {
+        "default": 0, "min": 0, "max": 1000,
+        "tooltip": "With an 8-bit backend: the last N sampling steps run dense attention."}),
+}
 
 
 class WanRTCompile:
@@ -56,16 +70,7 @@ class WanRTCompile:
                 "tooltip": "Self-attention backend. from loader: keep the loader's choice. sage8: "
                            "8-bit attention (INT8 Q·K, fp8 P·V on Ada / Hopper, fp16 elsewhere), "
                            "faster and slightly lossy; sage8-fp16 / sage8-fp8 force the P·V type."}),
-            "dense_first_blocks": ("INT", {
-                "default": 0, "min": 0, "max": 64,
-                "tooltip": "With an 8-bit backend: the first N transformer blocks keep the dense "
-                           "(auto) attention."}),
-            "dense_first_steps": ("INT", {
-                "default": 0, "min": 0, "max": 1000,
-                "tooltip": "With an 8-bit backend: the first N sampling steps run dense attention."}),
-            "dense_last_steps": ("INT", {
-                "default": 0, "min": 0, "max": 1000,
-                "tooltip": "With an 8-bit backend: the last N sampling steps run dense attention."}),
+            **DENSE_EXCLUSIONS,
         }}
 
     def compile(self, model, mode, backend, inductor_mode, dynamic, attention="from loader",

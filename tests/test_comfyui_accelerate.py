@@ -139,6 +139,18 @@ def test_per_frame_timesteps_i2v_cross_attention_and_attention_overrides_match_c
     assert blocks["override_calls"] == 2 * 2  # self + cross attention, in WanRT's and ComfyUI's
 
 
+def test_sage8_runs_where_the_plan_says_with_the_first_block_and_step_dense(probe):
+    # Accelerate(attention sage8, dense_first_blocks 1, dense_first_steps 1) on 2 blocks, 2 steps:
+    # cross-attention stays dense; the self-attention of block 1 at step 1 alone is 8-bit
+    chosen = probe["sage8_backends"]
+    assert chosen[:2] == ["auto", "auto"]  # each block's cross-attention, chosen once
+    pairs = list(zip(chosen[2::2], chosen[3::2]))  # (block 0, block 1) per forward
+    forwards_per_step = len(pairs) // 2
+    assert forwards_per_step >= 1
+    assert pairs == [("auto", "auto")] * forwards_per_step + [("auto", "sage8")] * forwards_per_step
+    assert probe["sage8_vs_base"] < 0.05  # 8-bit attention in one block at one step
+
+
 def test_low_vram_casting_and_on_the_fly_weight_patches_are_honoured(probe):
     # as ComfyUI's partial loading sets them: comfy_cast_weights on every layer, weight/bias
     # functions (LoRA applied per call) on a norm weight, a Linear weight and a LayerNorm bias

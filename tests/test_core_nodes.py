@@ -99,13 +99,37 @@ def test_sizes_a_wan_model_cannot_take_are_rejected_at_validation(tiny_models, t
 
 def test_accelerate_gives_a_new_model_with_the_attention_chosen(tiny_models):
     from wanrt.nodes import host as hosts
+    from wanrt.wan_core.runtime import AttentionOptions
     from wanrt.nodes.core.accelerate import accelerate_core_model
     from wanrt.nodes.core.loaders import UNETLoader
 
     with hosts.activate(hosts.HeadlessHost.from_paths(tiny_models)):
         (model,) = UNETLoader().load_unet("wan2.1_t2v_1.3B_fp16.safetensors", "default")
-    fast = accelerate_core_model(model, "off", "efficient")
+    fast = accelerate_core_model(model, "off", AttentionOptions(backend="sdpa-efficient"))
     backends = lambda dit: {m.backend for m in dit.modules() if hasattr(m, "backend")}  # noqa: E731
     assert backends(fast.dit) == {"sdpa-efficient"} and backends(model.dit) == {"auto"}
     assert fast.shift == model.shift
     assert fast.dit.blocks[0].ffn[0].weight is model.dit.blocks[0].ffn[0].weight  # weights shared
+
+
+def test_accelerate_sage8_keeps_the_steps_and_blocks_it_is_told_dense(tiny_models):
+    """KSamplerAdvanced runs steps 1..2 of 3 (a Wan 2.2 low-noise expert's share): the DiT is
+    told each step's place in the whole run, so dense_last_steps 1 keeps step 2 dense, and the
+    plan is lifted when sampling ends."""
+    from wanrt.nodes import host as hosts
+    from wanrt.nodes.accelerate import WanRTAccelerate
+    from wanrt.nodes.core.loaders import UNETLoader
+    from wanrt.nodes.core.sampling import common_ksampler
+
+    with hosts.activate(hosts.HeadlessHost.from_paths(tiny_models, show_progress=False)):
+        (model,) = UNETLoader().load_unet("wan2.1_t2v_1.3B_fp16.safetensors", "default")
+        (fast,) = WanRTAccelerate().accelerate(model, "off", "sage8", dense_first_blocks=1,
+                                               dense_last_steps=1)
+        ran = []
+        fast.dit.register_forward_pre_hook(lambda dit, args: ran.append(
+            tuple(block.self_attn.backend for block in dit.blocks)))
+        context = [[torch.randn(1, 7, fast.dit.config.text_dim), {}]]
+        common_ksampler(fast, 1, 3, 1.0, "euler", "simple", context, context,
+                        {"samples": torch.zeros(1, 16, 2, 4, 4)}, start_step=1, last_step=3)
+    assert ran == [("auto", "sage8"), ("auto", "auto")]
+    assert fast.dit.blocks[1].self_attn.backend == "sage8"  # outside sampling: the plan itself

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from ...wan_core import runtime
 from ...wan_core.dit.model import weight_sharing_copy
-from ..accelerate import ATTENTION, COMPILE_MODES
+from ..accelerate import COMPILE_MODES
 from .model import CoreModel
 
 
-def accelerate_core_model(model: CoreModel, compile: str = "blocks", attention: str = "auto") -> CoreModel:
-    """A CoreModel whose DiT (sharing the input's weights) runs ``attention`` and is compiled per
-    ``compile`` on its first call (``off``: the platform's fused layers only)."""
-    if compile not in COMPILE_MODES or attention not in ATTENTION:
-        raise ValueError(f"compile must be one of {COMPILE_MODES} and attention one of {tuple(ATTENTION)}; "
-                         f"got {compile!r}, {attention!r}")
-    options = runtime.RuntimeOptions.from_env(
-        attention=runtime.AttentionOptions(backend=ATTENTION[attention]),
-        compile=runtime.CompileOptions(compile))
+def accelerate_core_model(model: CoreModel, compile: str = "blocks",
+                          attention: runtime.AttentionOptions = runtime.AttentionOptions()) -> CoreModel:
+    """A CoreModel whose DiT (sharing the input's weights) runs the attention plan ``attention``
+    (the KSampler announces each step for its step exclusions) and is compiled per ``compile``
+    on its first call (``off``: the platform's fused layers only)."""
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
+    options = runtime.RuntimeOptions.from_env(attention=attention,
+                                              compile=runtime.CompileOptions(compile))
     return model.with_dit(runtime.apply(weight_sharing_copy(model.dit), options))

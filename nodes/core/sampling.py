@@ -83,10 +83,13 @@ def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def make_denoiser(model, positive: list, negative: list, cfg: float, noise_shape: tuple,
-                  noise_mask: torch.Tensor | None = None, latent: torch.Tensor | None = None):
+                  noise_mask: torch.Tensor | None = None, latent: torch.Tensor | None = None,
+                  schedule: torch.Tensor | None = None):
     """``denoise(x, σ) -> x0``: cfg on the CONST denoised ``x − σ·v`` of the cond and uncond
     passes (uncond skipped at cfg 1). With a ``noise_mask`` the kept frames (mask 0) are held at
-    the clean latent and get timestep 0 (ComfyUI's inpaint wrapper + WAN22 per-frame timesteps)."""
+    the clean latent and get timestep 0 (ComfyUI's inpaint wrapper + WAN22 per-frame timesteps).
+    ``schedule``: the run's σ (all its steps, before a KSamplerAdvanced cut); each call tells
+    the DiT its step, the place of σ there (the attention plan's step exclusions)."""
     dit = model.dit
     device = next(dit.parameters()).device
     sampling = model.sampling()
@@ -98,6 +101,9 @@ def make_denoiser(model, positive: list, negative: list, cfg: float, noise_shape
         conds.append((context.to(device), kwargs))
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if schedule is not None and hasattr(dit, "set_sampling_step"):
+            step = int((schedule - sigma[0].cpu()).abs().argmin())
+            dit.set_sampling_step(step, len(schedule) - 1)
         s = sigma.view(-1, *(1,) * (x.dim() - 1))
         if noise_mask is not None:
             x = x * noise_mask + latent * (1.0 - noise_mask)
@@ -140,7 +146,8 @@ def common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, 
     clean = (samples if empty else process_in(samples)).to(device)  # an empty latent stays 0
     mask = latent.get("noise_mask")
     mask = None if mask is None else mask.float().to(device)
-    denoise_fn = make_denoiser(model, positive, negative, cfg, tuple(samples.shape), mask, clean)
+    denoise_fn = make_denoiser(model, positive, negative, cfg, tuple(samples.shape), mask, clean,
+                               schedule=sigmas)
     h = host.current()
     bar = h.progress(steps)
 
@@ -149,9 +156,14 @@ def common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, 
         bar.update_absolute(i + 1, steps)
 
     h.throw_if_interrupted()
-    out = ksampling.ksample(denoise_fn, sampling, clean.to(device), noise, sigmas, sampler=sampler_name,
-                            seed=seed, start_step=start_step, last_step=last_step,
-                            force_full_denoise=force_full_denoise, callback=callback)
+    try:
+        out = ksampling.ksample(denoise_fn, sampling, clean.to(device), noise, sigmas,
+                                sampler=sampler_name, seed=seed, start_step=start_step,
+                                last_step=last_step, force_full_denoise=force_full_denoise,
+                                callback=callback)
+    finally:
+        if hasattr(model.dit, "set_sampling_step"):
+            model.dit.set_sampling_step(None, None)  # outside sampling no step is excluded
     result = {k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")}
     result["samples"] = process_out(out).cpu()
     return result

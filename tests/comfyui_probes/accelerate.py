@@ -25,7 +25,7 @@ from comfy_extras.nodes_model_advanced import ModelSamplingSD3  # noqa: E402
 
 from wanrt.nodes import comfy_wan  # noqa: E402
 from wanrt.nodes.accelerate import WanRTAccelerate  # noqa: E402
-from wanrt.wan_core.attention import get_backend  # noqa: E402
+from wanrt.wan_core.runtime import AttentionOptions  # noqa: E402
 
 models = sys.argv[1]
 for folder in ("diffusion_models", "loras"):
@@ -102,10 +102,20 @@ compiled, results["compiled_calls"] = sample(accelerate=("blocks", "sdpa"))
 results["compiled_vs_base"] = rel_l2(compiled, base)
 results["compiled_graphs"] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
+# sage8 with exclusions: which self-attention backend each block ran at each step (2 blocks,
+# 2 steps; block 0 and the first step dense)
+chosen = []
+real_get_backend = comfy_wan.get_backend
+comfy_wan.get_backend = lambda name: (chosen.append(name), real_get_backend(name))[1]
+sage8, _ = sample(accelerate=("off", "sage8", 1, 1, 0))
+comfy_wan.get_backend = real_get_backend
+results["sage8_backends"] = chosen
+results["sage8_vs_base"] = rel_l2(sage8, base)
+
 
 def both(block, x, e, freqs, context, context_img_len, transformer_options):
     """One block's output through WanRT's path and through ComfyUI's own forward."""
-    ours = comfy_wan.AcceleratedBlock(block, wanrt_block, get_backend("sdpa"))(
+    ours = comfy_wan.AcceleratedBlock(block, 0, wanrt_block, AttentionOptions(backend="sdpa"))(
         x, e, freqs, context, context_img_len, transformer_options)
     return ours, comfy_forward(block, x, e, freqs, context, context_img_len, transformer_options)
 
