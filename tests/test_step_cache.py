@@ -309,7 +309,8 @@ def test_compiled_blocks_cache_without_recompiles(policy, batched_cfg, config):
 @torch.no_grad()
 def test_each_a14b_expert_keeps_its_own_cache_and_every_run_starts_afresh():
     """The low-noise expert's first step runs in full (the high expert's residual is not its
-    own); a second run reproduces the first exactly (the cache is reset per run)."""
+    own); a second run reproduces the first exactly (the cache is reset per run); a finished
+    run holds no cached tensors, only its counts."""
     high, low = tiny(seed=0), tiny(seed=1)
     cache = StepCache(FirstBlockCache(threshold=10.0))  # skips whatever it may
     seen = []
@@ -319,6 +320,7 @@ def test_each_a14b_expert_keeps_its_own_cache_and_every_run_starts_afresh():
     assert seen[switch]["low"] == {"run": 2, "skipped": 0}
     assert cache.counts["high"]["skipped"] > 0 and cache.counts["low"]["skipped"] > 0
     counts = {e: dict(c) for e, c in cache.counts.items()}
+    assert cache._states == {}
     assert torch.equal(run(high, cache, low=low), first)
     assert {e: dict(c) for e, c in cache.counts.items()} == counts
 

@@ -167,6 +167,8 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
     if step_cache is not None:
         step_cache.reset()
     with contextlib.ExitStack() as placing:
+        if step_cache is not None:
+            placing.callback(step_cache.release)
         if residency is not None:
             placing.enter_context(residency.stage("sampling"))
             placing.callback(lambda: [residency.release(m) for m in (model, low_noise_model)

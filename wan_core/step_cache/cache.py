@@ -93,6 +93,11 @@ class StepCache:
         self._states: dict[tuple[str, str], dict] = {}
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"run": 0, "skipped": 0})
 
+    def release(self) -> None:
+        """Drop the cached tensors (residuals, probes) when a run ends; the counts stay for
+        its summary. A residual is a whole ``[B, L, C]`` activation per expert and branch."""
+        self._states = {}
+
     def step_info(self, step: int, steps: int) -> Step:
         few = steps <= FEW_STEPS and not self.allow_few_steps
         return Step(step, steps, not few and self.start * steps <= step < self.end * steps)
