@@ -24,6 +24,7 @@ Imported only inside ComfyUI (by ``accelerate.py``, when the node runs).
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import comfy.ldm.wan.model
@@ -71,11 +72,27 @@ class AcceleratedBlock:
     """Stands in for ``WanAttentionBlock.forward`` (same arguments) of block ``index``; its
     self-attention backend is the one ``plan`` gives that block at the current step."""
 
+    stack = None  # a step cache's CachedStack (``comfy_step_cache``) when one is attached
+
     def __init__(self, block: nn.Module, index: int, run, plan: AttentionOptions):
         self.block, self.index, self.run, self.plan = block, index, run, plan
         self.cross_attend = get_backend(plan.cross_backend)
 
+    def in_stack(self, stack) -> AcceleratedBlock:
+        """This block, its stack run by the step cache ``stack``."""
+        block = copy.copy(self)
+        block.stack = stack
+        return block
+
     def __call__(self, x, e, freqs, context, context_img_len=257, transformer_options={}):
+        if self.stack is not None:
+            return self.stack.block(self, x, e, freqs, context, context_img_len,
+                                    transformer_options)
+        return self.compute(x, e, freqs, context, context_img_len, transformer_options)
+
+    def compute(self, x, e, freqs, context, context_img_len=257, transformer_options={}):
+        """The block's output through WanRT's path (ComfyUI's own forward for patches it does
+        not implement)."""
         patches = transformer_options.get("patches", {})
         if "attn1_patch" in patches or "attn2_patch" in patches:
             return type(self.block).forward(self.block, x, e, freqs, context, context_img_len,

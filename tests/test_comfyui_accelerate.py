@@ -151,6 +151,28 @@ def test_sage8_runs_where_the_plan_says_with_the_first_block_and_step_dense(prob
     assert probe["sage8_vs_base"] < 0.05  # 8-bit attention in one block at one step
 
 
+def test_step_cache_model_node_caches_comfyuis_ksampler_after_accelerate(probe):
+    # UNETLoader → WanRT Accelerate → WanRT Step Cache (MODEL) → ModelSamplingSD3 → KSampler,
+    # 10 steps with CFG: a threshold that skips nothing gives the uncached latent (every forward
+    # through the cache: TeaCache reads the time embedding); first-block, MagCache and EasyCache
+    # skip at a permissive threshold (TeaCache's published rescaling of the random model's time
+    # embedding change stays above any threshold: its skips are tested on our model); each
+    # sampler call is a fresh run (the same latent twice) and logs its forwards
+    runs = probe["step_cache"]
+    for policy, name in (("first_block_exact", "first-block cache"), ("teacache", "teacache")):
+        assert runs[policy]["vs_uncached"] < 1e-6
+        assert runs[policy]["summaries"] == [
+            f"WanRT step cache: {name} threshold 1e-09: model 20 forwards run, 0 skipped"] * 2
+    for policy in ("first_block", "magcache", "easycache"):
+        run = runs[policy]
+        assert run["runs_equal"], policy
+        (summary, again) = run["summaries"]
+        skipped = int(summary.split(", ")[-1].split()[0])
+        assert summary == again and skipped > 0, (policy, summary)
+        assert 0 < run["vs_uncached"] < 0.5, policy
+    assert "published no constants" in probe["step_cache_no_constants"]
+
+
 def test_low_vram_casting_and_on_the_fly_weight_patches_are_honoured(probe):
     # as ComfyUI's partial loading sets them: comfy_cast_weights on every layer, weight/bias
     # functions (LoRA applied per call) on a norm weight, a Linear weight and a LayerNorm bias

@@ -133,3 +133,35 @@ def test_accelerate_sage8_keeps_the_steps_and_blocks_it_is_told_dense(tiny_model
                         {"samples": torch.zeros(1, 16, 2, 4, 4)}, start_step=1, last_step=3)
     assert ran == [("auto", "sage8"), ("auto", "auto")]
     assert fast.dit.blocks[1].self_attn.backend == "sage8"  # outside sampling: the plan itself
+
+
+def test_step_cache_model_node_caches_core_ksampler_runs_after_accelerate(tiny_models):
+    """UNETLoader → WanRT Accelerate → WanRT Step Cache (MODEL) → KSampler: the cache decides per
+    CFG branch at each step; KSampler reports the forwards run and skipped; each run starts
+    afresh (the same result twice), and the input model stays uncached."""
+    from wanrt.nodes import host as hosts
+    from wanrt.nodes.accelerate import WanRTAccelerate
+    from wanrt.nodes.core.loaders import UNETLoader
+    from wanrt.nodes.core.sampling import KSampler
+    from wanrt.nodes.step_cache import WanRTStepCacheModel
+
+    settings = dict(policy="first_block", threshold=10.0, start_percent=0.0, end_percent=1.0,
+                    retention=0.2, constants="auto", allow_few_steps=False)
+    with hosts.activate(hosts.HeadlessHost.from_paths(tiny_models, show_progress=False)):
+        (model,) = UNETLoader().load_unet("wan2.1_t2v_1.3B_fp16.safetensors", "default")
+        (fast,) = WanRTAccelerate().accelerate(model, "off", "auto")
+        cached = WanRTStepCacheModel().attach(fast, **settings)["result"][0]
+        torch.manual_seed(0)
+        positive = [[torch.randn(1, 7, model.dit.config.text_dim), {}]]
+        negative = [[torch.randn(1, 5, model.dit.config.text_dim), {}]]
+        latent = {"samples": torch.zeros(1, 16, 2, 4, 4)}
+        run = lambda m: KSampler().sample(m, 1, 10, 5.0, "euler", "simple", positive,  # noqa: E731
+                                          negative, latent)
+        first, again, plain = run(cached), run(cached), run(fast)
+    counts = cached.step_cache.counts["model"]  # of the last run, the same as the first's
+    assert counts["run"] + counts["skipped"] == 2 * 10 and counts["skipped"] > 0
+    assert first["ui"]["text"] == [f"step cache: first-block cache threshold 10: model "
+                                   f"{counts['run']} forwards run, {counts['skipped']} skipped"]
+    assert torch.equal(first["result"][0]["samples"], again["result"][0]["samples"])
+    assert plain == (plain[0],) and fast.step_cache is None
+    assert not torch.equal(first["result"][0]["samples"], plain[0]["samples"])

@@ -83,9 +83,9 @@ def sampler_inputs(model, conditioning, latent, **changes):
 def test_the_node_set():
     assert sorted(NODE_CLASS_MAPPINGS) == sorted([
         "WanRTLoadDiffusionModel", "WanRTLoadTextEncoder", "WanRTLoadVAE", "WanRTLoadCLIPVision",
-        "WanRTLoadLoRA", "WanRTCompile", "WanRTStepCache", "WanRTTextEncode", "WanRTEmptyLatentVideo",
-        "WanRTImageToVideo", "WanRTSampler", "WanRTVAEDecode", "WanRTLoadImage", "WanRTSaveVideo",
-        "WanRTAccelerate"])
+        "WanRTLoadLoRA", "WanRTCompile", "WanRTStepCache", "WanRTStepCacheModel", "WanRTTextEncode",
+        "WanRTEmptyLatentVideo", "WanRTImageToVideo", "WanRTSampler", "WanRTVAEDecode", "WanRTLoadImage",
+        "WanRTSaveVideo", "WanRTAccelerate"])
     assert wanrt.NODE_CLASS_MAPPINGS is NODE_CLASS_MAPPINGS
     assert set(NODE_DISPLAY_NAME_MAPPINGS) == set(NODE_CLASS_MAPPINGS)
 

@@ -219,9 +219,8 @@ def test_teacache_keeps_cond_and_uncond_apart():
     blocks = lambda x, start=0, stop=None: x + 1.0  # noqa: E731 - one "block stack" adding 1
 
     def step(i, branches, probe):
-        states = [cache._state("high", b) for b in branches]
-        return cache._blocks(torch.zeros(len(branches), 2, 4), probe, None, blocks, states,
-                             cache.step_info(i, 20), "high")
+        return cache.run_blocks(torch.zeros(len(branches), 2, 4), probe, None, blocks,
+                                branches=branches, step=i, steps=20)
 
     for i in range(6):
         step(i, ("cond", "uncond"), torch.cat([slow[i], fast[i]]))

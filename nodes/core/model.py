@@ -9,6 +9,7 @@ import dataclasses
 import torch
 
 from ...wan_core.ksampling import FlowSampling
+from ...wan_core.step_cache import StepCache
 from ...wan_core.vae.config import LATENT_MEAN, LATENT_STD
 
 DEFAULT_SHIFT = 8.0  # ComfyUI's WAN21 / WAN22 sampling_settings, until ModelSamplingSD3 sets one
@@ -16,13 +17,18 @@ DEFAULT_SHIFT = 8.0  # ComfyUI's WAN21 / WAN22 sampling_settings, until ModelSam
 
 @dataclasses.dataclass(frozen=True)
 class CoreModel:
-    """``MODEL``: the DiT and the flow shift; nodes return new instances, never edit one."""
+    """``MODEL``: the DiT, the flow shift and the step cache its sampling uses (WanRT Step Cache
+    (MODEL)); nodes return new instances, never edit one."""
 
     dit: torch.nn.Module
     shift: float = DEFAULT_SHIFT
+    step_cache: StepCache | None = None
 
     def with_dit(self, dit: torch.nn.Module) -> CoreModel:
         return dataclasses.replace(self, dit=dit)
+
+    def with_step_cache(self, step_cache: StepCache | None) -> CoreModel:
+        return dataclasses.replace(self, step_cache=step_cache)
 
     def with_shift(self, shift: float) -> CoreModel:
         return dataclasses.replace(self, shift=float(shift))

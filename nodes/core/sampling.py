@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ...wan_core import ksampling
 from ...wan_core.parallel import guidance_passes
 from ...wan_core.sampling import PATCH_HW
+from ...wan_core.step_cache import BRANCHES
 from .. import host
 from .model import process_in, process_out
 
@@ -90,20 +91,22 @@ def make_denoiser(model, positive: list, negative: list, cfg: float, noise_shape
     the clean latent and get timestep 0 (ComfyUI's inpaint wrapper + WAN22 per-frame timesteps).
     ``schedule``: the run's σ (all its steps, before a KSamplerAdvanced cut); each call tells
     the DiT its step, the place of σ there (the attention plan's step exclusions)."""
-    dit = model.dit
+    dit, cache = model.dit, model.step_cache
     device = next(dit.parameters()).device
     sampling = model.sampling()
     passes = [positive] if math.isclose(cfg, 1.0) else [positive, negative]
     conds = []
-    for conditioning in passes:
+    for conditioning, branch in zip(passes, BRANCHES):
         context, extras = conditioning[0]
         kwargs = {k: v.to(device) for k, v in _image_inputs(dit, extras, noise_shape).items()}
-        conds.append((context.to(device), kwargs))
+        conds.append((context.to(device), kwargs, branch))
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if schedule is not None and hasattr(dit, "set_sampling_step"):
-            step = int((schedule - sigma[0].cpu()).abs().argmin())
-            dit.set_sampling_step(step, len(schedule) - 1)
+        step = steps = None
+        if schedule is not None:
+            step, steps = int((schedule - sigma[0].cpu()).abs().argmin()), len(schedule) - 1
+        if step is not None and hasattr(dit, "set_sampling_step"):
+            dit.set_sampling_step(step, steps)
         s = sigma.view(-1, *(1,) * (x.dim() - 1))
         if noise_mask is not None:
             x = x * noise_mask + latent * (1.0 - noise_mask)
@@ -113,8 +116,12 @@ def make_denoiser(model, positive: list, negative: list, cfg: float, noise_shape
             per_frame = noise_mask[:, :1, :, ::PATCH_HW, ::PATCH_HW].expand(b, 1, f, h // PATCH_HW, w // PATCH_HW)
             t = (per_frame.flatten(1) * t[:, None])
 
-        def velocity(context, kwargs):
-            return dit(x, t, context.expand(x.shape[0], -1, -1), **kwargs).float()
+        def velocity(context, kwargs, branch):
+            context = context.expand(x.shape[0], -1, -1)
+            if cache is None or step is None:
+                return dit(x, t, context, **kwargs).float()
+            return cache.forward(dit, x, t, context, branches=(branch,), step=step, steps=steps,
+                                 expert="model", **kwargs).float()
 
         outs = [x - v * s for v in guidance_passes(
             [lambda c=c: velocity(*c) for c in conds])]
@@ -156,6 +163,8 @@ def common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, 
         bar.update_absolute(i + 1, steps)
 
     h.throw_if_interrupted()
+    if model.step_cache is not None:
+        model.step_cache.reset()
     try:
         out = ksampling.ksample(denoise_fn, sampling, clean.to(device), noise, sigmas,
                                 sampler=sampler_name, seed=seed, start_step=start_step,
@@ -164,9 +173,18 @@ def common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, 
     finally:
         if hasattr(model.dit, "set_sampling_step"):
             model.dit.set_sampling_step(None, None)  # outside sampling no step is excluded
+        if model.step_cache is not None:
+            model.step_cache.release()
     result = {k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")}
     result["samples"] = process_out(out).cpu()
     return result
+
+
+def with_summary(model, latent: dict):
+    """A sampler node's result; with a step cache, the forwards it ran and skipped as UI text."""
+    if model.step_cache is None:
+        return (latent,)
+    return {"ui": {"text": [f"step cache: {model.step_cache.summary()}"]}, "result": (latent,)}
 
 
 class ModelSamplingSD3:
@@ -204,8 +222,8 @@ class KSampler:
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, denoise=1.0):
-        return (common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                latent_image, denoise=denoise),)
+        return with_summary(model, common_ksampler(model, seed, steps, cfg, sampler_name, scheduler,
+                                                   positive, negative, latent_image, denoise=denoise))
 
 
 class KSamplerAdvanced:
@@ -233,11 +251,11 @@ class KSamplerAdvanced:
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
                negative, latent_image, start_at_step, end_at_step, return_with_leftover_noise,
                denoise=1.0):
-        return (common_ksampler(model, noise_seed, steps, cfg, sampler_name, scheduler, positive,
-                                negative, latent_image, denoise=denoise,
-                                disable_noise=add_noise == "disable", start_step=start_at_step,
-                                last_step=end_at_step,
-                                force_full_denoise=return_with_leftover_noise != "enable"),)
+        return with_summary(model, common_ksampler(
+            model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
+            latent_image, denoise=denoise, disable_noise=add_noise == "disable",
+            start_step=start_at_step, last_step=end_at_step,
+            force_full_denoise=return_with_leftover_noise != "enable"))
 
 
 NODES = {cls.__name__: cls for cls in (ModelSamplingSD3, KSampler, KSamplerAdvanced)}

@@ -8,6 +8,7 @@ tiny Wan model with and without WanRT Accelerate; prints one JSON line of result
 
 import functools
 import json
+import logging
 import sys
 
 from comfy.cli_args import args
@@ -25,6 +26,7 @@ from comfy_extras.nodes_model_advanced import ModelSamplingSD3  # noqa: E402
 
 from wanrt.nodes import comfy_wan  # noqa: E402
 from wanrt.nodes.accelerate import WanRTAccelerate  # noqa: E402
+from wanrt.nodes.step_cache import WanRTStepCacheModel  # noqa: E402
 from wanrt.wan_core.runtime import AttentionOptions  # noqa: E402
 
 models = sys.argv[1]
@@ -111,6 +113,44 @@ sage8, _ = sample(accelerate=("off", "sage8", 1, 1, 0))
 comfy_wan.get_backend = real_get_backend
 results["sage8_backends"] = chosen
 results["sage8_vs_base"] = rel_l2(sage8, base)
+
+
+# WanRT Step Cache (MODEL) after Accelerate: 10 steps, each policy; the summaries it logs
+summaries = []
+logging.getLogger().addHandler(type("Summaries", (logging.Handler,), {"emit": lambda self, r: (
+    summaries.append(r.getMessage()) if r.getMessage().startswith("WanRT step cache") else None)})())
+logging.getLogger().setLevel(logging.INFO)
+
+
+def cached(policy=None, threshold=0.0, constants="auto"):
+    (model,) = nodes.UNETLoader().load_unet("tiny_wan.safetensors", "default")
+    (model,) = WanRTAccelerate().accelerate(model, "off", "sdpa")
+    if policy is not None:
+        model = WanRTStepCacheModel().attach(
+            model, policy=policy, threshold=threshold, start_percent=0.0, end_percent=1.0,
+            retention=0.2, constants=constants, allow_few_steps=False)["result"][0]
+    (model,) = ModelSamplingSD3().patch(model, 8.0)
+    (out,) = nodes.common_ksampler(model, 42, 10, 5.0, "euler", "simple", positive, negative, latent)
+    comfy.model_management.unload_all_models()
+    return out["samples"]
+
+
+uncached = cached()
+step_cache = {}
+for name, policy, threshold, constants in (
+        ("first_block_exact", "first_block", 1e-9, "auto"), ("first_block", "first_block", 10.0, "auto"),
+        ("teacache", "teacache", 1e-9, "t2v-1.3B"), ("magcache", "magcache", 2.0, "t2v-1.3B"),
+        ("easycache", "easycache", 2.0, "auto")):
+    summaries.clear()
+    out = cached(policy, threshold, constants)
+    again = cached(policy, threshold, constants)
+    step_cache[name] = {"vs_uncached": rel_l2(out, uncached), "runs_equal": bool(torch.equal(out, again)),
+                        "summaries": list(summaries)}
+results["step_cache"] = step_cache
+try:
+    cached("teacache")  # the tiny model has no published constants
+except ValueError as e:
+    results["step_cache_no_constants"] = str(e)
 
 
 def both(block, x, e, freqs, context, context_img_len, transformer_options):

@@ -2,17 +2,17 @@
 the skip window and the forward counts; it drives a policy (``policy.Policy``) around a
 :class:`~wan_core.dit.WanModel` forward.
 
-Two ways to drive it, one forward at a time:
+Three ways to drive it, one forward at a time:
 
-- ``cache.forward(model, x, t, context, branches=("cond", "uncond"), step=i, steps=n,
-  expert="high", clip_fea=..., y=...)``: ``x`` holds one batch chunk per branch (batched CFG) or
-  one branch (two passes); this is what a wrapper around another sampler calls, with
-  ``cache.reset()`` when a run starts (ComfyUI: ``transformer_options["cond_or_uncond"]`` names
-  the chunks, 0 cond and 1 uncond; the position of the current σ in ``sample_sigmas`` gives
-  ``step``, their count minus one ``steps``). ``model`` is a :class:`~wan_core.dit.WanModel`
-  (its ``block_hook``); EasyCache works around any ``model(x, t, context, **kwargs)``.
 - ``sampling.sample(..., step_cache=cache)``: our loop binds each expert per step
   (:meth:`StepCache.bind`) and tells branches apart by batch size and call order.
+- ``cache.forward(model, x, t, context, branches=("cond", "uncond"), step=i, steps=n,
+  expert="high", clip_fea=..., y=...)``: ``x`` holds one batch chunk per branch (batched CFG) or
+  one branch (two passes), with ``cache.reset()`` when a run starts; what another sampler calls
+  (the runner's KSampler). ``model`` is a :class:`~wan_core.dit.WanModel` (its ``block_hook``);
+  EasyCache works around any ``model(x, t, context, **kwargs)``.
+- ``cache.run_blocks(x, e, e0, blocks, branches=..., step=i, steps=n)``: in place of the block
+  loop of a model without ``block_hook`` (ComfyUI's own Wan model, ``nodes/comfy_step_cache``).
 
 A batched forward (both branches in one batch) skips only when every branch's policy says so;
 otherwise all run, and each branch counts as freshly computed. Two passes decide apart, as the
@@ -129,24 +129,32 @@ class StepCache:
         if getattr(model, "_compiled_call_impl", None) is not None:
             raise ValueError("step caching needs an eager model forward: compile the model in "
                              "mode 'blocks' (or 'layers' / 'off'), not 'full'")
-        info = self.step_info(step, steps)
-        states = [self._state(expert, b) for b in branches]
         if self.policy.probe == "latent":
-            return self._forward_latent(model, x, t, context, kwargs, states, info, expert)
+            states = [self._state(expert, b) for b in branches]
+            return self._forward_latent(model, x, t, context, kwargs, states,
+                                        self.step_info(step, steps), expert)
         if not hasattr(model, "block_hook"):
             raise TypeError(f"{self.policy.name} decides between the DiT blocks: it needs a "
                             f"wan_core WanModel (block_hook), not {type(model).__name__}; "
                             f"easycache works around any model callable")
-        model.block_hook = lambda h, e, e0, blocks: self._blocks(
-            h, e, e0, blocks, states, info, expert, getattr(model, "sequence_parallel", None))
+        model.block_hook = lambda h, e, e0, blocks: self.run_blocks(
+            h, e, e0, blocks, branches=branches, step=step, steps=steps, expert=expert,
+            sequence_parallel=getattr(model, "sequence_parallel", None))
         try:
             return model(x, t, context, **kwargs)
         finally:
             model.block_hook = None
 
-    def _blocks(self, x, e, e0, blocks, states, info, expert, sequence_parallel=None):
-        """The block loop, or the cached residuals. Over token shards (``sequence_parallel``)
-        each rank probes its own tokens and the blocks are skipped only where all ranks agree."""
+    def run_blocks(self, x: Tensor, e: Tensor, e0: Tensor, blocks: Callable, *,
+                   branches: tuple[str, ...], step: int, steps: int, expert: str = "high",
+                   sequence_parallel=None) -> Tensor:
+        """The block loop ``blocks(x, start=0, stop=None)`` over the tokens ``x: [B, L, C]``, or
+        the cached residuals (policies that decide between the blocks; ``e`` / ``e0``: the time
+        embedding and its projection). What a model without ``block_hook`` calls in place of
+        its blocks. Over token shards (``sequence_parallel``) each rank probes its own tokens
+        and the blocks are skipped only where all ranks agree."""
+        states = [self._state(expert, b) for b in branches]
+        info = self.step_info(step, steps)
         n, policy = len(states), self.policy
         start, base = 0, x
         if policy.probe == "first_block":
