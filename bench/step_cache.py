@@ -197,7 +197,7 @@ def main() -> None:
             policy = make_policy(name, threshold=threshold, constants="t2v-1.3B")
             cache = StepCache(policy)
             latent, seconds = run(cache)
-            counts = cache.counts["high"]
+            counts = cache.counts["model"]
             rows.append((policy.describe(), fidelity(latent, reference), counts["run"],
                          counts["skipped"], seconds))
 

@@ -352,7 +352,7 @@ def test_step_cache_node_attaches_a_policy_and_the_sampler_reports_the_forwards(
     latent = {"samples": torch.zeros(1, 16, 2, 2, 4)}
     out = call("WanRTSampler", **sampler_inputs(cached, conditioning, latent, steps=10))
     assert out["ui"]["text"] == ["step cache: first-block cache threshold 10: "
-                                 "high 2 forwards run, 18 skipped"]
+                                 "model 2 forwards run, 18 skipped"]
     assert out["result"][0]["samples"].shape == (1, 16, 2, 2, 4)
     with pytest.raises(ValueError, match="no constants for t2v-256d.*easycache or first_block"):
         call("WanRTStepCache", model=model, policy="teacache", threshold=0.0, start_percent=0.0,

@@ -80,10 +80,10 @@ def run_side_by_side(ours, ref, cache, ref_skipped, steps=20, cfg=5.0):
         t = torch.tensor([float(t)])
         out = {}
         for branch in ("cond", "uncond"):
-            before = cache.counts["high"]["skipped"]
+            before = cache.counts["model"]["skipped"]
             out[branch] = cache.forward(ours, x, t, text[branch], branches=(branch,), step=i,
                                         steps=steps)
-            ours_skipped.append(cache.counts["high"]["skipped"] > before)
+            ours_skipped.append(cache.counts["model"]["skipped"] > before)
             with ref.cache_context(branch):
                 expected = ref(x, t, text[branch], return_dict=False)[0]
                 theirs.append(ref_skipped())
@@ -224,12 +224,12 @@ def test_teacache_keeps_cond_and_uncond_apart():
 
     for i in range(6):
         step(i, ("cond", "uncond"), torch.cat([slow[i], fast[i]]))
-    assert cache.counts["high"] == {"run": 12, "skipped": 0}
+    assert cache.counts["model"] == {"run": 12, "skipped": 0}
     cache.reset()
     for i in range(6):
         step(i, ("cond",), slow[i])
         step(i, ("uncond",), fast[i])
-    assert cache.counts["high"] == {"run": 8, "skipped": 4}  # cond skips steps 1, 2, 4, 5
+    assert cache.counts["model"] == {"run": 8, "skipped": 4}  # cond skips steps 1, 2, 4, 5
 
 
 def test_easycache_predicts_the_output_change_from_the_transformation_rate():
@@ -256,7 +256,7 @@ def test_easycache_predicts_the_output_change_from_the_transformation_rate():
     assert ran == [2, 2, 0, 0, 2, 0, 0, 2, 0, 2]
     last_run_input = (1 - 0.01 * 7) * x0
     torch.testing.assert_close(outputs[2 * 8], (1 - 0.01 * 8) * x0 + last_run_input)
-    assert cache.counts["high"] == {"run": 10, "skipped": 10}
+    assert cache.counts["model"] == {"run": 10, "skipped": 10}
 
 
 # --- the cache in a run -----------------------------------------------------------------------------
@@ -299,7 +299,7 @@ def test_compiled_blocks_cache_without_recompiles(policy, batched_cfg, config):
     compile_dit(model, "blocks", backend=counter)
     out = run(model, compiled_cache, batched_cfg=batched_cfg, config=config)
     assert compiled_cache.counts == eager_cache.counts
-    assert eager_cache.counts["high"]["skipped"] > 0
+    assert eager_cache.counts["model"]["skipped"] > 0
     assert counter.frame_count == 1 and not counters["graph_break"]
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     torch._dynamo.reset()
@@ -328,15 +328,34 @@ def test_each_a14b_expert_keeps_its_own_cache_and_every_run_starts_afresh():
 @pytest.mark.parametrize("name", list(POLICY_CASES))
 def test_few_step_runs_are_not_cached_unless_asked(name):
     """At most FEW_STEPS (8) steps (distilled 4-step models): every forward runs, however
-    permissive the policy; ``allow_few_steps`` lifts the rule."""
+    permissive the policy, and the cache stays out of the way (no probe is taken, no residual
+    kept); ``allow_few_steps`` lifts the rule."""
     model = tiny()
-    cache = StepCache(replace(POLICY_CASES[name](), threshold=100.0))
+    policy = replace(POLICY_CASES[name](), threshold=100.0)
+    consulted = []
+    policy.decide = lambda *args: consulted.append(args)
+    cache = StepCache(policy)
     plain = run(model, None, steps=FEW_STEPS)
     assert torch.equal(run(model, cache, steps=FEW_STEPS), plain)
-    assert cache.counts["high"] == {"run": 2 * FEW_STEPS, "skipped": 0}
+    assert cache.counts["model"] == {"run": 2 * FEW_STEPS, "skipped": 0}
+    assert consulted == []
     forced = StepCache(replace(POLICY_CASES[name](), threshold=100.0), allow_few_steps=True)
     run(model, forced, steps=FEW_STEPS)
-    assert forced.counts["high"]["skipped"] > 0
+    assert forced.counts["model"]["skipped"] > 0
+
+
+@torch.no_grad()
+def test_a_partial_denoise_is_placed_in_the_full_ladder():
+    """denoise 0.5 of 20 steps runs the last 10: the policy sees steps 10..19 of 20 (MagCache's
+    ratio table and the retention are positions in the full schedule)."""
+    policy = FirstBlockCache(threshold=0.0)
+    seen = []
+    decide = policy.decide
+    policy.decide = lambda state, probe, step: (seen.append((step.index, step.total)),
+                                                decide(state, probe, step))[1]
+    run(tiny(), StepCache(policy), steps=20, denoise=0.5,
+        latent=torch.zeros(1, T2V.out_dim, 3, 4, 6))
+    assert sorted(set(seen)) == [(i, 20) for i in range(10, 20)]
 
 
 @torch.no_grad()
@@ -345,7 +364,7 @@ def test_start_and_end_bound_where_skips_happen():
     cache = StepCache(FirstBlockCache(threshold=10.0), start=0.5, end=0.75)
     seen = []
     run(model, cache, steps=12, callback=lambda step, total, x0: seen.append(
-        cache.counts["high"]["skipped"]))
+        cache.counts["model"]["skipped"]))
     skipped_at = [i for i in range(12) if seen[i] > (seen[i - 1] if i else 0)]
     assert skipped_at == [6, 7, 8]
 

@@ -126,7 +126,7 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
       steps begin (parking the other, A14B) and released at the end; an out-of-memory error
       names the sampling stage (see :mod:`wan_core.residency`).
     - ``step_cache``: a :class:`~wan_core.step_cache.StepCache`, reset here; it skips the
-      forwards its policy deems predictable and counts them per expert (``"high"``, ``"low"``).
+      forwards its policy deems predictable and counts them per expert (``"high"``, ``"low"``; ``"model"`` without a second expert).
     """
     shape = tuple(shape)
     if len(shape) != 5:
@@ -185,11 +185,14 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
             t_model = torch.full((batch,), float(t), device=device)
             if first_frame is not None:
                 t_model = token_timesteps(t_model, shape)
-            if hasattr(expert, "set_sampling_step"):  # per-step settings (attention exclusions)
-                expert.set_sampling_step(i, total)
+            # per-step settings (attention exclusions, step cache) see the step's place in the
+            # full ladder of `steps` (denoise < 1 runs only its last `total` steps)
+            if hasattr(expert, "set_sampling_step"):
+                expert.set_sampling_step(steps - total + i, steps)
             if step_cache is not None:
-                expert = step_cache.bind(expert, expert="high" if high else "low", step=i,
-                                         steps=total, batch=batch)
+                label = "model" if low_noise_model is None else "high" if high else "low"
+                expert = step_cache.bind(expert, expert=label, step=steps - total + i,
+                                         steps=steps, batch=batch)
             v = guide(expert, x, t_model, scale)
             preview = schedule.denoised(v, x) if callback is not None else None
             x = schedule.step(v, x)

@@ -7,7 +7,7 @@ Three ways to drive it, one forward at a time:
 - ``sampling.sample(..., step_cache=cache)``: our loop binds each expert per step
   (:meth:`StepCache.bind`) and tells branches apart by batch size and call order.
 - ``cache.forward(model, x, t, context, branches=("cond", "uncond"), step=i, steps=n,
-  expert="high", clip_fea=..., y=...)``: ``x`` holds one batch chunk per branch (batched CFG) or
+  expert="model", clip_fea=..., y=...)``: ``x`` holds one batch chunk per branch (batched CFG) or
   one branch (two passes), with ``cache.reset()`` when a run starts; what another sampler calls
   (the runner's KSampler). ``model`` is a :class:`~wan_core.dit.WanModel` (its ``block_hook``);
   EasyCache works around any ``model(x, t, context, **kwargs)``.
@@ -98,9 +98,12 @@ class StepCache:
         its summary. A residual is a whole ``[B, L, C]`` activation per expert and branch."""
         self._states = {}
 
+    def caches(self, steps: int) -> bool:
+        """Whether a run of ``steps`` steps is cached at all (not a few-step run, unless asked)."""
+        return steps > FEW_STEPS or self.allow_few_steps
+
     def step_info(self, step: int, steps: int) -> Step:
-        few = steps <= FEW_STEPS and not self.allow_few_steps
-        return Step(step, steps, not few and self.start * steps <= step < self.end * steps)
+        return Step(step, steps, self.caches(steps) and self.start * steps <= step < self.end * steps)
 
     def summary(self) -> str:
         """E.g. ``teacache threshold 0.08: high 62 forwards run, 38 skipped``."""
@@ -119,7 +122,7 @@ class StepCache:
 
     @torch.no_grad()
     def forward(self, model, x: Tensor, t: Tensor, context: Tensor, *,
-                branches: tuple[str, ...], step: int, steps: int, expert: str = "high",
+                branches: tuple[str, ...], step: int, steps: int, expert: str = "model",
                 **kwargs) -> Tensor:
         """``model(x, t, context, **kwargs)`` with cached steps; ``x`` stacks one equal batch
         chunk per name in ``branches`` (``"cond"`` / ``"uncond"``)."""
@@ -129,6 +132,9 @@ class StepCache:
         if getattr(model, "_compiled_call_impl", None) is not None:
             raise ValueError("step caching needs an eager model forward: compile the model in "
                              "mode 'blocks' (or 'layers' / 'off'), not 'full'")
+        if not self.caches(steps):  # out of the way: no probes, no stored residuals
+            self._count(expert, len(branches), skipped=False)
+            return model(x, t, context, **kwargs)
         if self.policy.probe == "latent":
             states = [self._state(expert, b) for b in branches]
             return self._forward_latent(model, x, t, context, kwargs, states,
@@ -146,13 +152,16 @@ class StepCache:
             model.block_hook = None
 
     def run_blocks(self, x: Tensor, e: Tensor, e0: Tensor, blocks: Callable, *,
-                   branches: tuple[str, ...], step: int, steps: int, expert: str = "high",
+                   branches: tuple[str, ...], step: int, steps: int, expert: str = "model",
                    sequence_parallel=None) -> Tensor:
         """The block loop ``blocks(x, start=0, stop=None)`` over the tokens ``x: [B, L, C]``, or
         the cached residuals (policies that decide between the blocks; ``e`` / ``e0``: the time
         embedding and its projection). What a model without ``block_hook`` calls in place of
         its blocks. Over token shards (``sequence_parallel``) each rank probes its own tokens
         and the blocks are skipped only where all ranks agree."""
+        if not self.caches(steps):
+            self._count(expert, len(branches), skipped=False)
+            return blocks(x)
         states = [self._state(expert, b) for b in branches]
         info = self.step_info(step, steps)
         n, policy = len(states), self.policy
