@@ -15,6 +15,7 @@ q/k/v, cross-attention k/v) into one GEMM each.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import itertools
@@ -474,10 +475,15 @@ class WanModel(nn.Module):
         """Blocks ``start:stop`` over the residual stream ``x: [B, L, C]`` (through the block
         swap, when one is set)."""
         stop = len(self.blocks) if stop is None else stop
-        blocks = (self.blocks[i] for i in range(start, stop)) if self.block_swap is None else \
-            self.block_swap(self.blocks, start, stop)
-        for block in blocks:
-            x = block(x, e0, context, context_img, rope)
+        if self.block_swap is None:
+            for i in range(start, stop):
+                x = self.blocks[i](x, e0, context, context_img, rope)
+            return x
+        # closed on an error too: the swapped block in use gets its parked weights back now,
+        # not when the traceback is freed (ComfyUI unloads models right after an OOM)
+        with contextlib.closing(self.block_swap(self.blocks, start, stop)) as blocks:
+            for block in blocks:
+                x = block(x, e0, context, context_img, rope)
         return x
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
