@@ -67,8 +67,9 @@ class WanRTLoadDiffusionModel:
                 "default": 0, "min": 0, "max": 40,
                 "tooltip": "Block swap: keep this many of the last transformer blocks in CPU "
                            "memory and stream each to the GPU just before it runs (14B: 40 "
-                           "blocks of ~0.35 GiB in bf16). 0: all on the GPU. More blocks, less "
-                           "GPU memory, slower steps."}),
+                           "blocks of ~0.65 GiB in bf16, ~0.33 GiB in fp8). 0: all on the GPU. "
+                           "More blocks, less GPU memory; the copies overlap the compute (on an "
+                           "H100 a 14B step took as long with all 40 swapped)."}),
             "prefetch": ("INT", {
                 "default": 1, "min": 0, "max": 8,
                 "tooltip": "Block swap: blocks copied ahead of the one running, overlapping the "

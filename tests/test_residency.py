@@ -204,6 +204,16 @@ def test_an_out_of_memory_error_names_the_stage_the_resident_models_and_what_wou
     assert isinstance(caught.value, torch.OutOfMemoryError)  # still an OOM for callers
 
 
+def test_an_out_of_memory_error_in_the_decode_lists_the_vae_it_ran_out_with(a14b_i2v):
+    pipe = WanPipeline(**a14b_i2v, residency=Residency("cpu", OFFLOAD))
+
+    def out_of_memory(*_, **__):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    pipe.vae.decode = out_of_memory
+    with pytest.raises(StageOutOfMemoryError, match=r"decode\. WanRT models resident there: .*VAE"):
+        generate(pipe)
+
+
 @pytest.mark.parametrize("command", ["run", "serve"])
 def test_the_memory_flags_of_run_and_serve_configure_the_hosts_one_policy(command):
     from wanrt.server.cli import add_arguments as add_serve_arguments

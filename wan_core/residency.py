@@ -266,13 +266,13 @@ class Residency:
 
     @contextlib.contextmanager
     def use(self, module: nn.Module, role: str, stage: str, label: str | None = None):
-        """Run ``stage`` with ``module`` on its compute device; released afterwards."""
-        with self.stage(stage):
+        """Run ``stage`` with ``module`` on its compute device; released afterwards (after an
+        out-of-memory error is named, so that the message lists ``module`` as resident)."""
+        with contextlib.ExitStack() as after:
+            after.callback(self.release, module)
+            after.enter_context(self.stage(stage))
             self.load(module, role, label)
-            try:
-                yield module
-            finally:
-                self.release(module)
+            yield module
 
     # -- errors -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -294,7 +294,7 @@ class Residency:
         return "\n".join(lines)
 
     def suggestions(self, stage: str, error: BaseException) -> list[str]:
-        """Settings that lower the peak of ``stage`` (node inputs and the flags of wanrt run / serve named)."""
+        """Settings that lower the peak of ``stage`` (node inputs and command-line flags named)."""
         tips = []
         dits = sorted((e for e in self._entries.values() if e.role == "dit"
                        and e.model is not None and hasattr(e.model, "blocks")),
@@ -302,9 +302,11 @@ class Residency:
         if "sampl" in stage and dits:
             tip = self._block_swap_tip(dits[0].model, error)
             tips += [tip] if tip else []
-        if "decod" in stage or ("encod" in stage and "text" not in stage):
-            tips.append("tiled VAE decode / encode (the 'tiled' input of WanRT VAE Decode, "
-                        "tiled=True in Python)")
+        if "decod" in stage:
+            tips.append("tiled VAE decode (the 'tiled' input of WanRT VAE Decode, tiled=True "
+                        "in Python)")
+        elif "encod" in stage and "text" not in stage:
+            tips.append("tiled VAE encode (vae.encode(..., tiled=True) in Python)")
         if "text" in stage and "text_encoder" not in self.on_cpu:
             tips.append("run the text encoder on the CPU (flag --text-encoder-on-cpu of wanrt "
                         "run / serve, on_cpu=('text_encoder',) in Python)")

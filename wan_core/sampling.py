@@ -169,10 +169,10 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
     with contextlib.ExitStack() as placing:
         if step_cache is not None:
             placing.callback(step_cache.release)
-        if residency is not None:
-            placing.enter_context(residency.stage("sampling"))
+        if residency is not None:  # released after an out-of-memory error is named
             placing.callback(lambda: [residency.release(m) for m in (model, low_noise_model)
                                       if m is not None])
+            placing.enter_context(residency.stage("sampling"))
         for i, t in enumerate(schedule.timesteps.tolist()):
             if interrupt is not None:
                 interrupt()
