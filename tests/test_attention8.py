@@ -205,10 +205,13 @@ def test_custom_op_fake_impl():
 
 @torch.no_grad()
 def test_sage8_compiles_fullgraph_in_a_block(monkeypatch):
-    """On CUDA (simulated; kernels interpreted) a sage8 block traces with ``fullgraph=True``."""
+    """On CUDA (simulated: the tensors stay on the CPU, the Triton kernels interpreted, and
+    sage8 takes its Triton path as it does for GPU tensors) a sage8 block traces with
+    ``fullgraph=True``: the kernel is one opaque op of the graph."""
     from torch._dynamo.testing import CompileCounterWithBackend
 
     monkeypatch.setenv("WANRT_PLATFORM", "cuda")
+    monkeypatch.setattr(kernels.ops, "_default_impl_for", lambda device_type: "triton")
     platforms._platform_for.cache_clear()
     torch._dynamo.reset()
     try:
@@ -217,12 +220,19 @@ def test_sage8_compiles_fullgraph_in_a_block(monkeypatch):
         x, t = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0])
         context = torch.randn(1, 8, model.config.text_dim)
         eager = model(x, t, context)
-        counter = CompileCounterWithBackend("aot_eager")
+        graphs = []
+
+        def recording(gm, example_inputs):
+            graphs.append(gm)
+            return gm.forward
+        counter = CompileCounterWithBackend(recording)
         runtime.apply(model, runtime.RuntimeOptions(
             attention=model.attention_options,
             compile=runtime.CompileOptions("blocks", backend=counter)))
         torch.testing.assert_close(model(x, t, context), eager, rtol=1e-5, atol=1e-5)
         assert counter.frame_count == 1
+        ops = {str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"}
+        assert "wanrt.sage8_attention.default" in ops, sorted(ops)
     finally:
         platforms._platform_for.cache_clear()
         torch._dynamo.reset()

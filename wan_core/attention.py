@@ -91,7 +91,9 @@ def _auto(q, k, v):
     return BACKENDS[auto_backend(q.device.type, q.dtype, q.shape[-1])](q, k, v)
 
 
-for _name, _pv in (("sage8", None), ("sage8-fp8", "fp8"), ("sage8-fp16", "fp16")):
+# backend -> P·V precision of WanRT's 8-bit attention (None: fp8 where the GPU has fp8 dots)
+QUANTISED_BACKENDS = {"sage8": None, "sage8-fp8": "fp8", "sage8-fp16": "fp16"}
+for _name, _pv in QUANTISED_BACKENDS.items():
     register_backend(_name)(functools.partial(kernels.sage8_attention, pv=_pv))
 
 

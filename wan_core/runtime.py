@@ -29,13 +29,12 @@ from torch import nn
 
 from ..kernels import Platform, current_platform, triton_usable
 from ..kernels.platforms import PLATFORMS
+from .attention import QUANTISED_BACKENDS, get_backend
 
 POLICY: dict[str, str] = {
     "cuda": "triton", "rocm": "triton", "musa": "compiled-native",
     "npu": "native", "xpu": "native", "mps": "native", "cpu": "native",
 }
-
-QUANTISED_BACKENDS = ("sage8", "sage8-fp8", "sage8-fp16")
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,7 @@ class AttentionOptions:
     dense_last_steps: int = 0
 
     def __post_init__(self):
-        from .attention import get_backend  # checks the names (lazily: attention imports torch.nn)
-        get_backend(self.backend)
+        get_backend(self.backend)  # checks the names
         get_backend(self.dense_backend)
         for name in ("dense_first_blocks", "dense_first_steps", "dense_last_steps"):
             if getattr(self, name) < 0:
