@@ -100,7 +100,7 @@ class WanRTLoadDiffusionModel:
 
 class _ModelFileLoader:
     """A loader whose one input picks a file of ``FOLDER``; ``LOADER`` (a ``wan_core.load_*``)
-    loads it onto the host's compute device. Subclasses state the folder, the input and the
+    loads it for the host's compute device. Subclasses state the folder, the input and the
     outputs; their ``VALIDATE_INPUTS`` and ``load`` name the input: ComfyUI passes inputs by name,
     and a ``**kwargs`` ``VALIDATE_INPUTS`` would switch off its built-in checks of every input."""
 
@@ -109,8 +109,9 @@ class _ModelFileLoader:
     FOLDER: str
     INPUT_NAME: str
     INPUT_TOOLTIP: str
-    LOADER: Callable  # wan_core.load_*(path, device=...)
+    LOADER: Callable  # wan_core.load_*(path, dtype=..., device=...)
     ROLE: str  # its role for the residency policy (wan_core.residency.ROLES)
+    ACCELERATOR_DTYPE: torch.dtype | None = None  # its dtype on a GPU (None: the loader's)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -121,12 +122,23 @@ class _ModelFileLoader:
         return base.validate_model_file(cls.FOLDER, filename)
 
     def load_file(self, filename: str) -> tuple:
-        """Loaded for its compute device (dtype, layout), then parked until its stage runs."""
+        """Loaded in the dtype (and layout) of its compute device straight into the offload
+        (CPU) memory it waits in between its stages: a GPU smaller than the model never holds
+        more of it than its stage needs. (A model the policy keeps on the GPU loads there.)"""
         h = host.current()
         residency = h.residency()
+        compute = residency.compute_device(self.ROLE)
+        on_gpu = compute.type != "cpu"
         model = self.LOADER(h.model_path(self.FOLDER, filename),
-                            device=residency.compute_device(self.ROLE))
-        return (residency.register(model, self.ROLE, filename),)
+                            dtype=self.ACCELERATOR_DTYPE if on_gpu else None,
+                            device=compute if residency.keeps_idle(self.ROLE)
+                            else residency.offload_device)
+        return (residency.register(self.for_device(model, compute), self.ROLE, filename),)
+
+    @staticmethod
+    def for_device(model, device: torch.device):
+        """``model`` laid out for computing on ``device`` (default: as loaded)."""
+        return model
 
 
 class WanRTLoadTextEncoder(_ModelFileLoader):
@@ -139,6 +151,7 @@ class WanRTLoadTextEncoder(_ModelFileLoader):
     OUTPUT_TOOLTIPS = ("The text encoder (bf16 on accelerators, fp32 on CPU).",)
     LOADER = staticmethod(wan_core.load_text_encoder)
     ROLE = "text_encoder"
+    ACCELERATOR_DTYPE = torch.bfloat16
 
     @classmethod
     def VALIDATE_INPUTS(cls, text_encoder_name):
@@ -159,6 +172,10 @@ class WanRTLoadVAE(_ModelFileLoader):
     LOADER = staticmethod(wan_core.load_vae)
     ROLE = "vae"
 
+    @staticmethod
+    def for_device(model, device):
+        return model.use_channels_last() if device.type == "cuda" else model
+
     @classmethod
     def VALIDATE_INPUTS(cls, vae_name):
         return cls.validate_file(vae_name)
@@ -177,6 +194,7 @@ class WanRTLoadCLIPVision(_ModelFileLoader):
     OUTPUT_TOOLTIPS = ("The CLIP vision encoder (fp16 on accelerators, fp32 on CPU).",)
     LOADER = staticmethod(wan_core.load_clip_vision)
     ROLE = "clip_vision"
+    ACCELERATOR_DTYPE = torch.float16
 
     @classmethod
     def VALIDATE_INPUTS(cls, clip_vision_name):

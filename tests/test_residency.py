@@ -142,6 +142,32 @@ def test_a_diffusion_model_loaded_to_the_cpu_for_the_gpu_runs_the_gpus_layers(
     assert set(implementation_report(dit).values()) == {"triton"}
 
 
+def test_the_node_loaders_put_encoders_in_cpu_memory_in_their_gpu_dtype_and_layout(
+        tiny_models, on_cuda_platform, monkeypatch):
+    """On a GPU machine the text encoder, CLIP and VAE wait in CPU memory between their stages:
+    they are loaded there (a card smaller than UMT5-XXL never holds it whole), already in the
+    GPU's dtype (bf16 / fp16) and layout (channels-last VAE convs), their layers bound for the
+    GPU they will run on."""
+    from wanrt.nodes import host as hosts
+    from wanrt.nodes.loaders import WanRTLoadCLIPVision, WanRTLoadTextEncoder, WanRTLoadVAE
+
+    h = HeadlessHost.from_paths(tiny_models, show_progress=False)
+    residency = Residency("cuda:0")
+    monkeypatch.setattr(h, "residency", lambda: residency)
+    with hosts.activate(h):
+        (te,) = WanRTLoadTextEncoder().load("umt5_xxl_fp8_e4m3fn_scaled.safetensors")
+        (clip,) = WanRTLoadCLIPVision().load("clip_vision_h.safetensors")
+        (vae,) = WanRTLoadVAE().load("wan_2.1_vae.safetensors")
+    for model in (te.model, clip, vae):
+        assert residency.where(model) == "offload"
+        assert {t.device.type for t in model.parameters()} == {"cpu"}
+    assert {p.dtype for p in te.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in clip.parameters() if p.is_floating_point()} == {torch.float16}
+    conv = next(m for m in vae.modules() if isinstance(m, nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert "triton" in set(implementation_report(te.model).values())
+
+
 def test_a_lora_copy_moves_itself_and_parks_with_its_base(tiny_models, monkeypatch):
     """``apply_lora`` returns a copy sharing the base's unpatched weights: loading the copy moves
     the copy (its merged weights too, not the base's originals they replace); parking moves
