@@ -16,7 +16,7 @@ import weakref
 import comfy.model_management as mm
 from torch import nn
 
-from ..wan_core.residency import Residency, module_tensors, tensor_bytes
+from ..wan_core.residency import Residency, device_footprint, module_tensors
 
 
 class WanRTPatcher:
@@ -39,10 +39,13 @@ class WanRTPatcher:
         self._model = weakref.ref(model)
 
     def model_size(self) -> int:
-        return tensor_bytes(module_tensors(self.model))
+        """What loading needs on the device (with block swap: the blocks kept there and the
+        swapped ones in flight, not the whole model), the room ComfyUI frees for it."""
+        return device_footprint(self.model)
 
     def loaded_size(self) -> int:
-        return self._residency.device_bytes(self.model) if self.is_loaded() else 0
+        loaded = self.is_loaded() and self._residency.device_bytes(self.model)
+        return self.model_size() if loaded else 0
 
     def loaded_ram_size(self) -> int:
         return self.model_size() - self.loaded_size()

@@ -12,7 +12,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from wanrt.wan_core.block_swap import enable_block_swap
 from wanrt.wan_core.compile import compile_dit
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
-from wanrt.wan_core.residency import Residency, module_tensors
+from wanrt.wan_core.residency import Residency, device_footprint, module_tensors, tensor_bytes
 from wanrt.wan_core.sampling import sample
 
 CONFIG = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=4, in_dim=16, out_dim=16,
@@ -134,3 +134,16 @@ def test_per_token_timesteps_ti2v_swap_bit_identically():
         expected = model(x, t, context)
         enable_block_swap(model, 2, device="cpu", prefetch=3)
         assert torch.equal(model(x, t, context), expected)
+
+
+def test_the_device_footprint_counts_the_swapped_blocks_in_flight_not_all_of_them():
+    """What ComfyUI is told loading a block-swapped model needs: the blocks that stay, and
+    ``prefetch + 2`` swapped blocks (the most on the device at once), not the whole model."""
+    model = tiny()
+    whole = tensor_bytes(module_tensors(model))
+    block = tensor_bytes(module_tensors(model.blocks[0]))
+    assert device_footprint(model) == whole
+    enable_block_swap(model, 3, device="cpu", prefetch=0)
+    assert device_footprint(model) == whole - 3 * block + 2 * block
+    enable_block_swap(model, 3, device="cpu", prefetch=4)
+    assert device_footprint(model) == whole

@@ -93,6 +93,17 @@ def _swapped_blocks(module: nn.Module) -> tuple[nn.Module, ...]:
     return swap.swapped(module.blocks) if swap is not None else ()
 
 
+def device_footprint(module: nn.Module) -> int:
+    """Bytes ``module`` needs on its compute device: its tensors outside the block-swapped
+    blocks, and the swapped blocks on the device at once (``prefetch + 2`` at most)."""
+    swapped = _swapped_blocks(module)
+    resident = tensor_bytes(module_tensors(module, swapped))
+    if not swapped:
+        return resident
+    in_flight = min(len(swapped), module.block_swap.prefetch + 2)
+    return resident + in_flight * max(tensor_bytes(module_tensors(b)) for b in swapped)
+
+
 @dataclass
 class Entry:
     """A registered model: what it is (role, label), where it is and when it was last used.
