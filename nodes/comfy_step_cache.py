@@ -17,10 +17,10 @@ Imported only inside ComfyUI (by ``step_cache.py``, when the node gets ComfyUI's
 from __future__ import annotations
 
 import logging
-import types
 
 from comfy.patcher_extension import WrappersMP
 
+from ..wan_core.dit import DiTConfig
 from ..wan_core.step_cache import BRANCHES, StepCache
 from .comfy_wan import AcceleratedBlock, sampling_step
 
@@ -39,7 +39,7 @@ def with_step_cache(patcher, make_cache):
     if patcher.get_wrappers(WrappersMP.APPLY_MODEL, "torch.compile"):
         raise ValueError("WanRT Step Cache (MODEL): the model is compiled whole (WanRT Accelerate "
                          "compile 'full'); step caching runs between the blocks, use 'blocks'")
-    cache, info = make_cache(types.SimpleNamespace(variant=variant(wan)))
+    cache, info = make_cache(dit_config(wan))
     model = patcher.clone()
     stack = CachedStack(cache)
     if cache.policy.probe == "latent":
@@ -54,15 +54,16 @@ def with_step_cache(patcher, make_cache):
     return model, info
 
 
-def variant(wan) -> str:
-    """ComfyUI's Wan model as ``DiTConfig.variant`` names it where the published constants know
-    it (Wan 2.1 T2V 1.3B / 14B, a Wan 2.2 T2V A14B expert as 14B, Wan 2.1 I2V 14B)."""
-    size = {1536: "1.3B", 5120: "14B"}.get(wan.dim)
-    if size and wan.model_type == "t2v" and wan.in_dim == 16:
-        return f"t2v-{size}"
-    if size == "14B" and wan.model_type == "i2v" and getattr(wan, "img_emb", None) is not None:
-        return "i2v-14B"
-    return f"{wan.model_type} (dim {wan.dim}, {wan.in_dim} input channels)"
+def dit_config(wan) -> DiTConfig:
+    """ComfyUI's Wan model as WanRT's ``DiTConfig`` (the published constants are picked by its
+    ``variant``: ``t2v-1.3B``, ``t2v-14B`` for a Wan 2.2 T2V-A14B expert too, ``i2v-14B``, ...)."""
+    image = getattr(wan, "img_emb", None)
+    positions = getattr(image, "emb_pos", None)
+    return DiTConfig(dim=wan.dim, ffn_dim=wan.ffn_dim, num_heads=wan.num_heads,
+                     num_layers=len(wan.blocks), in_dim=wan.in_dim, out_dim=wan.out_dim,
+                     text_dim=wan.text_dim, freq_dim=wan.freq_dim,
+                     image_dim=1280 if image is not None else None,
+                     image_tokens=positions.shape[1] if positions is not None else None)
 
 
 class CachedStack:

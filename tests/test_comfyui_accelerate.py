@@ -170,7 +170,9 @@ def test_step_cache_model_node_caches_comfyuis_ksampler_after_accelerate(probe):
         skipped = int(summary.split(", ")[-1].split()[0])
         assert summary == again and skipped > 0, (policy, summary)
         assert 0 < run["vs_uncached"] < 0.5, policy
-    assert "published no constants" in probe["step_cache_no_constants"]
+    assert "no published constants for t2v-256d" in probe["step_cache_no_constants"]
+    # ComfyUI's Wan 2.1 T2V 1.3B / 14B, 2.1 I2V 14B, 2.2 I2V A14B expert, 2.2 TI2V 5B
+    assert probe["variants"] == ["t2v-1.3B", "t2v-14B", "i2v-14B", "i2v-A14B", "ti2v-5B"]
 
 
 def test_low_vram_casting_and_on_the_fly_weight_patches_are_honoured(probe):

@@ -354,7 +354,7 @@ def test_step_cache_node_attaches_a_policy_and_the_sampler_reports_the_forwards(
     assert out["ui"]["text"] == ["step cache: first-block cache threshold 10: "
                                  "model 2 forwards run, 18 skipped"]
     assert out["result"][0]["samples"].shape == (1, 16, 2, 2, 4)
-    with pytest.raises(ValueError, match="no constants for t2v-256d.*easycache or first_block"):
+    with pytest.raises(ValueError, match="no published constants for t2v-256d.*easycache or first_block"):
         call("WanRTStepCache", model=model, policy="teacache", threshold=0.0, start_percent=0.0,
              end_percent=1.0, retention=0.2, constants="auto", allow_few_steps=False)
     _, info = call("WanRTStepCache", model=model, policy="magcache", threshold=0.0,

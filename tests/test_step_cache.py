@@ -161,7 +161,7 @@ def test_published_constants_are_complete():
 
 
 def test_teacache_and_magcache_need_published_constants():
-    with pytest.raises(ValueError, match="no constants for ti2v-5B.*easycache or first_block"):
+    with pytest.raises(ValueError, match="no published constants for ti2v-5B.*easycache or first_block"):
         make_policy("teacache", replace(T2V, dim=3072, in_dim=48, out_dim=48))
     assert make_policy("magcache", T2V, constants="i2v-14B-720p").threshold == 0.24
     assert isinstance(make_policy("easycache", T2V), EasyCache)

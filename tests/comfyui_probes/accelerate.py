@@ -24,7 +24,7 @@ import comfy.ops  # noqa: E402
 from comfy.patcher_extension import WrappersMP  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3  # noqa: E402
 
-from wanrt.nodes import comfy_wan  # noqa: E402
+from wanrt.nodes import comfy_step_cache, comfy_wan  # noqa: E402
 from wanrt.nodes.accelerate import WanRTAccelerate  # noqa: E402
 from wanrt.nodes.step_cache import WanRTStepCacheModel  # noqa: E402
 from wanrt.wan_core.runtime import AttentionOptions  # noqa: E402
@@ -147,6 +147,14 @@ for name, policy, threshold, constants in (
     step_cache[name] = {"vs_uncached": rel_l2(out, uncached), "runs_equal": bool(torch.equal(out, again)),
                         "summaries": list(summaries)}
 results["step_cache"] = step_cache
+with torch.device("meta"):  # the published constants follow the architecture ComfyUI loaded
+    results["variants"] = [comfy_step_cache.dit_config(comfy.ldm.wan.model.WanModel(
+        model_type=kind, in_dim=in_dim, out_dim=out_dim, dim=dim, ffn_dim=ffn, num_heads=heads,
+        num_layers=2, operations=comfy.ops.disable_weight_init)).variant
+        for kind, in_dim, out_dim, dim, ffn, heads in (
+            ("t2v", 16, 16, 1536, 8960, 12), ("t2v", 16, 16, 5120, 13824, 40),
+            ("i2v", 36, 16, 5120, 13824, 40), ("t2v", 36, 16, 5120, 13824, 40),
+            ("t2v", 48, 48, 3072, 14336, 24))]
 try:
     cached("teacache")  # the tiny model has no published constants
 except ValueError as e:

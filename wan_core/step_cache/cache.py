@@ -55,8 +55,8 @@ def make_policy(name: str, config=None, *, threshold: float | None = None,
             model_key(config) if config is not None else None)
         if key is None:
             variant = config.variant if config is not None else "this model"
-            raise ValueError(f"{name}: its authors published no constants for {variant} "
-                             f"(only Wan 2.1 T2V 1.3B / 14B and I2V 14B); use easycache or "
+            raise ValueError(f"{name}: no published constants for {variant} (WanRT carries "
+                             f"those for Wan 2.1 T2V 1.3B / 14B and I2V 14B); use easycache or "
                              f"first_block, which need none, or name the constants to use")
         if key not in CONSTANTS:
             raise ValueError(f"unknown {name} constants {key!r}; choose one of "
