@@ -359,6 +359,31 @@ def test_a_partial_denoise_is_placed_in_the_full_ladder():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("cfg_rank, guided, branch", [(0, True, "cond"), (1, True, "uncond"),
+                                                      (1, False, "cond")])
+def test_under_cfg_parallelism_each_rank_decides_the_branch_it_runs(monkeypatch, cfg_rank,
+                                                                    guided, branch):
+    """Each rank of a cfg group runs one pass of a guided step, its cfg rank's branch (at cfg 1
+    every rank runs the cond pass); the cache keeps that branch's state."""
+    from types import SimpleNamespace
+
+    from wanrt.wan_core import parallel
+
+    monkeypatch.setattr(parallel, "splits_guidance", lambda: True)
+    monkeypatch.setattr(parallel, "current", lambda: SimpleNamespace(cfg_rank=cfg_rank))
+    policy = FirstBlockCache(threshold=0.05)
+    seen = []
+    decide = policy.decide
+    policy.decide = lambda state, probe, step: (seen.append(state["branch"]),
+                                                decide(state, probe, step))[1]
+    model = tiny()
+    forward = StepCache(policy).bind(model, expert="model", step=3, steps=20, batch=1,
+                                     guided=guided)
+    forward(torch.randn(1, 16, 3, 4, 6), torch.tensor([500.0]), contexts()[0])
+    assert seen == [branch]
+
+
+@torch.no_grad()
 def test_start_and_end_bound_where_skips_happen():
     model = tiny()
     cache = StepCache(FirstBlockCache(threshold=10.0), start=0.5, end=0.75)

@@ -192,7 +192,7 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
             if step_cache is not None:
                 label = "model" if low_noise_model is None else "high" if high else "low"
                 expert = step_cache.bind(expert, expert=label, step=steps - total + i,
-                                         steps=steps, batch=batch)
+                                         steps=steps, batch=batch, guided=scale != 1.0)
             v = guide(expert, x, t_model, scale)
             preview = schedule.denoised(v, x) if callback is not None else None
             x = schedule.step(v, x)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .. import parallel
 from .easycache import EasyCache
 from .first_block import FirstBlockCache
 from .magcache import MagCache
@@ -205,14 +206,22 @@ class StepCache:
         self._count(expert, n, skipped=False)
         return out
 
-    def bind(self, model, *, expert: str, step: int, steps: int, batch: int) -> Callable:
+    def bind(self, model, *, expert: str, step: int, steps: int, batch: int,
+             guided: bool = True) -> Callable:
         """``model`` as the sampling loop calls it at ``step``: a forward of batch ``2·batch``
-        is the cond/uncond pair, batch ``batch`` forwards are cond then uncond."""
+        is the cond/uncond pair, batch ``batch`` forwards are cond then uncond (``guided``:
+        the step runs both; else cond alone). Under CFG parallelism (``wan_core.parallel``)
+        each rank of the cfg group runs the branch of its cfg rank."""
         calls = itertools.count()
 
         def forward(x, t, context, **kwargs):
             chunks = x.shape[0] // batch
-            branches = BRANCHES[:chunks] if chunks > 1 else (BRANCHES[next(calls) % 2],)
+            if chunks > 1:
+                branches = BRANCHES[:chunks]
+            elif guided and parallel.splits_guidance():
+                branches = (BRANCHES[parallel.current().cfg_rank],)
+            else:
+                branches = (BRANCHES[next(calls) % 2 if guided else 0],)
             return self.forward(model, x, t, context, branches=branches, step=step,
                                 steps=steps, expert=expert, **kwargs)
         return forward
