@@ -168,6 +168,25 @@ def test_the_node_loaders_put_encoders_in_cpu_memory_in_their_gpu_dtype_and_layo
     assert "triton" in set(implementation_report(te.model).values())
 
 
+def test_parked_tensors_share_one_host_buffer_and_keep_their_layout():
+    """What a park to CPU memory makes (unpinned here: no CUDA): one buffer for all dense
+    tensors (page-locked allocations round up to a power of two each), every value and stride
+    kept (a channels-last conv stays channels-last for its way back); a tensor with gaps in its
+    memory gets a copy of its own."""
+    g = torch.Generator().manual_seed(0)
+    conv = torch.randn(8, 4, 3, 3, 3, generator=g).contiguous(memory_format=torch.channels_last_3d)
+    fp8 = torch.randn(5, 7, generator=g).to(torch.float8_e4m3fn)
+    bias, gapped = torch.randn(3, generator=g), torch.randn(4, 6, generator=g)[:, ::2]
+    tensors = [conv, fp8, bias, gapped]
+    copies = residency_module.host_copies(tensors, pin=False)
+    for t, c in zip(tensors, copies):
+        assert c.dtype == t.dtype and torch.equal(c.float(), t.float())
+    assert [c.stride() for c in copies[:3]] == [t.stride() for t in tensors[:3]]
+    buffers = {c.untyped_storage().data_ptr() for c in copies[:3]}
+    assert len(buffers) == 1 and copies[3].untyped_storage().data_ptr() not in buffers
+    assert copies[3].is_contiguous()  # a copy of its own, compacted
+
+
 def test_a_lora_copy_moves_itself_and_parks_with_its_base(tiny_models, monkeypatch):
     """``apply_lora`` returns a copy sharing the base's unpatched weights: loading the copy moves
     the copy (its merged weights too, not the base's originals they replace); parking moves

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .residency import copy_to, module_tensors, move_module
+from .residency import copy_to, host_copies, module_tensors, move_module
 
 
 @functools.cache
@@ -140,8 +140,8 @@ def enable_block_swap(model: nn.Module, blocks_to_swap: int, *, device: torch.de
     model.block_swap = swap
     for block in swap.swapped(model.blocks):
         move_module(block, swap.offload_device)
-        if swap.device.type == "cuda":  # asynchronous copies need page-locked sources
-            for t in module_tensors(block):
-                if not t.is_pinned():
-                    t.data = t.data.pin_memory()
+        unpinned = [t for t in module_tensors(block) if not t.is_pinned()]
+        if swap.device.type == "cuda" and unpinned:  # asynchronous copies need pinned sources
+            for t, pinned in zip(unpinned, host_copies([t.data for t in unpinned])):
+                t.data = pinned
     return model
