@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import re
 
 import torch
 
@@ -166,19 +167,33 @@ def float64_supported(device: torch.device) -> bool:
     return all(p.float64 for p in PLATFORMS.values() if p.device_type == device.type)
 
 
+# torch._scaled_mm takes per-row scales on compute capability 8.9 (Ada) from this torch release
+# on; before it, only from 9.0 (Hopper)
+ROWWISE_ON_ADA_SINCE = (2, 7)
+
+
 @torch.compiler.assume_constant_result  # fixed while tracing: no graph break
-def fp8_matmul_supported(device_type: str, index: int | None = None) -> bool:
+def fp8_matmul_supported(device_type: str, index: int | None = None, rowwise: bool = False) -> bool:
     """Whether fp8 GEMMs (``kernels.fp8.fp8_linear``) run on device ``device_type:index``: the
-    platform's ``fp8_matmul`` compute capability or later."""
-    return _fp8_matmul_supported(device_type, index)
+    platform's ``fp8_matmul`` compute capability or later (``rowwise``: with per-row scales,
+    which CUDA Ada runs with torch 2.7 or later only)."""
+    return _fp8_matmul_supported(device_type, index, rowwise)
+
+
+def _torch_release() -> tuple[int, int]:
+    return tuple(int(part) for part in re.match(r"(\d+)\.(\d+)", torch.__version__).groups())
 
 
 @functools.cache
-def _fp8_matmul_supported(device_type: str, index: int | None) -> bool:
+def _fp8_matmul_supported(device_type: str, index: int | None, rowwise: bool) -> bool:
     platform = current_platform()
     if platform.fp8_matmul is None or device_type != platform.device_type:
         return False
-    return torch.cuda.get_device_capability(index) >= platform.fp8_matmul
+    capability = torch.cuda.get_device_capability(index)
+    if (rowwise and platform.name == "cuda" and capability < (9, 0)
+            and _torch_release() < ROWWISE_ON_ADA_SINCE):
+        return False
+    return capability >= platform.fp8_matmul
 
 
 def triton_usable(platform: Platform | None = None) -> bool:

@@ -136,7 +136,7 @@ def test_the_dit_runs_its_block_gemms_in_fp8_where_the_platform_has_them(monkeyp
     assert torch.equal(model(*inputs), reference)  # the CPU platform has no fp8 GEMMs: fallback
     assert calls == []
 
-    monkeypatch.setattr(kernels, "fp8_matmul_supported", lambda device_type, index: True)
+    monkeypatch.setattr(kernels, "fp8_matmul_supported", lambda device_type, index, rowwise: True)
     out = model(*inputs)
     linears = [m for m in model.blocks.modules() if isinstance(m, Linear)]
     assert len(calls) == len(linears) == 2 * 10  # q k v o, q k v o, 2 ffn per block
@@ -159,17 +159,22 @@ def test_fp8_gemm_blocks_compile_to_one_graph_without_breaks():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("platform, capability, expected", [
-    ("cuda", (9, 0), True), ("cuda", (8, 9), True), ("cuda", (8, 6), False),
-    ("cpu", None, False), ("rocm", (9, 4), False)])
-def test_fp8_gemms_follow_the_platform_table(monkeypatch, platform, capability, expected):
+@pytest.mark.parametrize("platform, capability, torch_release, rowwise, expected", [
+    ("cuda", (9, 0), "2.4.1", True, True), ("cuda", (8, 9), "2.7.0", True, True),
+    ("cuda", (8, 9), "2.6.0+cu124", True, False), ("cuda", (8, 9), "2.6.0", False, True),
+    ("cuda", (8, 6), "2.11.0", False, False), ("cpu", None, "2.11.0", False, False),
+    ("rocm", (9, 4), "2.11.0", False, False)])
+def test_fp8_gemms_follow_the_platform_table(monkeypatch, platform, capability, torch_release,
+                                             rowwise, expected):
+    """Ada (8.9) runs fp8 GEMMs, with per-row scales only from torch 2.7 (before, Hopper)."""
     monkeypatch.setenv("WANRT_PLATFORM", platform)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    monkeypatch.setattr(torch, "__version__", torch_release)
     platforms._platform_for.cache_clear()
     platforms._fp8_matmul_supported.cache_clear()
     try:
         device_type = kernels.current_platform().device_type
-        assert kernels.fp8_matmul_supported(device_type, 0) is expected
+        assert kernels.fp8_matmul_supported(device_type, 0, rowwise) is expected
     finally:
         platforms._platform_for.cache_clear()
         platforms._fp8_matmul_supported.cache_clear()

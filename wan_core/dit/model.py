@@ -61,10 +61,11 @@ class Linear(nn.Linear):
     fp8_matmul: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
+        w, scale = self.weight, self.weight_scale
+        rowwise = self.fp8_matmul == "row" or (scale is not None and scale.numel() > 1)
         if w.dtype == torch.float8_e4m3fn and self.fp8_matmul and kernels.fp8_matmul_supported(
-                x.device.type, x.device.index):
-            return fp8_linear(x, w, self.weight_scale, self.bias, self.fp8_matmul)
+                x.device.type, x.device.index, rowwise):
+            return fp8_linear(x, w, scale, self.bias, self.fp8_matmul)
         if w.dtype in FP8_DTYPES:
             w = dequantise(w, self.weight_scale, x.dtype)
         return F.linear(x, w, self.bias)
