@@ -298,3 +298,17 @@ def test_persistent_compile_cache_moves_inductors_caches_to_a_kept_folder(tmp_pa
     assert cache_dir() == str(folder)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert persistent_compile_cache() == tmp_path / "mine"
+
+
+def test_the_runtime_options_platform_decides_whether_compile_applies():
+    """``runtime.apply`` compiles for its options' platform, not the process's: Ascend NPU
+    policy (no torch.compile) leaves the blocks eager even on a machine that compiles."""
+    from wanrt.wan_core import runtime
+
+    model = tiny()
+    runtime.apply(model, runtime.RuntimeOptions(
+        platform="npu", compile=runtime.CompileOptions("blocks", backend="eager")))
+    assert all(block._compiled_call_impl is None for block in model.blocks)
+    runtime.apply(model, runtime.RuntimeOptions(
+        platform="cpu", compile=runtime.CompileOptions("blocks", backend="eager")))
+    assert all(block._compiled_call_impl is not None for block in model.blocks)

@@ -48,16 +48,19 @@ MODES = ("off", "layers", "blocks", "full")
 
 
 def compile_dit(model: nn.Module, mode: str, *, backend: str | object = "inductor",
-                inductor_mode: str | None = None, dynamic: bool | None = None) -> nn.Module:
+                inductor_mode: str | None = None, dynamic: bool | None = None,
+                platform: Platform | None = None) -> nn.Module:
     """Compile ``model`` (a :class:`~wan_core.dit.WanModel`) in place in ``mode`` (see
     :data:`MODES`) and return it; its parameters and their names are unchanged.
 
     ``backend``: a ``torch.compile`` backend (``"inductor"``; ``"eager"`` / ``"aot_eager"`` to
     test tracing). ``inductor_mode``: inductor's ``mode`` (``"max-autotune-no-cudagraphs"``...).
     ``dynamic``: ``torch.compile``'s ``dynamic`` (None: static first, dynamic after one change).
+    ``platform``: whose ``compile`` support decides (default: this process's; ``runtime.apply``
+    passes its options' platform).
     """
     _check_mode(mode)
-    if mode == "off" or not current_platform().compile:
+    if mode == "off" or not (platform or current_platform()).compile:
         return model
     if mode == "full" and getattr(model, "block_swap", None) is not None:
         raise ValueError("compile mode 'full' would trace the block swap; use mode 'blocks' "

@@ -153,4 +153,4 @@ def apply(model: nn.Module, options: RuntimeOptions) -> nn.Module:
         model.set_attention(options.attention)
     c = options.compile
     return compile_dit(model, c.mode, backend=c.backend, inductor_mode=c.inductor_mode,
-                       dynamic=c.dynamic)
+                       dynamic=c.dynamic, platform=options.resolved_platform())
