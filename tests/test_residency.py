@@ -187,6 +187,31 @@ def test_parked_tensors_share_one_host_buffer_and_keep_their_layout():
     assert copies[3].is_contiguous()  # a copy of its own, compacted
 
 
+def test_a_load_that_runs_out_of_memory_half_way_leaves_the_model_where_it_was(monkeypatch):
+    """All or nothing: the move to the device fails part way (the tensors copied so far hold
+    device memory), so the model is moved back to the offload device, stays parked, and the
+    next load moves it whole."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    residency = Residency(OFFLOAD, "cpu")  # cpu:1 computes here
+    residency.register(model, "vae")
+    moves = []
+    move = residency_module.move_module
+
+    def failing_on_the_device(module, device, skip=()):
+        moves.append(str(device))
+        if str(device) == OFFLOAD and len(moves) == 1:
+            move(module[0], device)  # half of it made it over
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        move(module, device, skip)
+    monkeypatch.setattr(residency_module, "move_module", failing_on_the_device)
+    with pytest.raises(torch.OutOfMemoryError):
+        residency.load(model)
+    assert moves == [OFFLOAD, "cpu"]  # the way back
+    assert residency.where(model) == "offload" and residency.moves == []
+    residency.load(model)
+    assert residency.where(model) == "device" and residency.moves == [("load", "VAE", OFFLOAD)]
+
+
 def test_a_lora_copy_moves_itself_and_parks_with_its_base(tiny_models, monkeypatch):
     """``apply_lora`` returns a copy sharing the base's unpatched weights: loading the copy moves
     the copy (its merged weights too, not the base's originals they replace); parking moves

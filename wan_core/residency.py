@@ -292,9 +292,16 @@ class Residency:
 
     def _move(self, entry: Entry, device: torch.device, what: str,
               modules: tuple[nn.Module, ...] | None = None) -> None:
-        """Move ``modules`` (default: every member of ``entry``) to ``device``."""
-        for module in modules if modules is not None else tuple(entry.members):
-            move_module(module, device, _swapped_blocks(module))
+        """Move ``modules`` (default: every member of ``entry``) to ``device``: all or nothing
+        (after an error, an out-of-memory half way, what moved goes back)."""
+        modules = modules if modules is not None else tuple(entry.members)
+        try:
+            for module in modules:
+                move_module(module, device, _swapped_blocks(module))
+        except BaseException:
+            for module in modules:
+                move_module(module, entry.device, _swapped_blocks(module))
+            raise
         entry.device = device
         self.moves.append((what, entry.label, str(device)))
 
