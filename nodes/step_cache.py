@@ -72,68 +72,64 @@ def check_not_compiled_whole(dit) -> None:
                          "step caching runs between the blocks, use mode 'blocks'")
 
 
-class WanRTStepCache:
+class _StepCacheNode:
+    """The inputs and outputs both Step Cache nodes share; ``with_cache(model, make)`` attaches
+    the cache ``make(config)`` builds to a copy of ``model`` and returns ``(copy, info)``."""
+
     DESCRIPTION = DESCRIPTION
     CATEGORY = base.CATEGORY + "/model"
-    RETURN_TYPES = ("WANRT_MODEL", "STRING")
     RETURN_NAMES = ("model", "info")
     OUTPUT_TOOLTIPS = ("The model with the step cache attached (its weights are shared with the "
                        "input).", "One line: the policy and its settings.")
     FUNCTION = "attach"
+    MODEL_INPUT: tuple
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("WANRT_MODEL", {"tooltip": "The diffusion model (for Wan 2.2 A14B the "
-                                                 "high-noise expert: the cache serves both)."}),
-            **SETTINGS}}
+        return {"required": {"model": cls.MODEL_INPUT, **SETTINGS}}
 
     def attach(self, model, policy, threshold, start_percent, end_percent, retention, constants,
                allow_few_steps):
-        settings = dict(policy=policy, threshold=threshold, start_percent=start_percent,
-                        end_percent=end_percent, retention=retention, constants=constants,
-                        allow_few_steps=allow_few_steps)
-        check_not_compiled_whole(model)
-        cache, info = make_step_cache(model.config, **settings)
-        cached = weight_sharing_copy(model)
-        cached.step_cache = cache
+        def make(config):
+            return make_step_cache(config, policy, threshold, start_percent, end_percent,
+                                   retention, constants, allow_few_steps)
+        cached, info = self.with_cache(model, make)
         return {"ui": {"text": [info]}, "result": (cached, info)}
 
 
-class WanRTStepCacheModel:
+class WanRTStepCache(_StepCacheNode):
+    RETURN_TYPES = ("WANRT_MODEL", "STRING")
+    MODEL_INPUT = ("WANRT_MODEL", {"tooltip": "The diffusion model (for Wan 2.2 A14B the "
+                                              "high-noise expert: the cache serves both)."})
+
+    @staticmethod
+    def with_cache(model, make):
+        check_not_compiled_whole(model)
+        cache, info = make(model.config)
+        cached = weight_sharing_copy(model)
+        cached.step_cache = cache
+        return cached, info
+
+
+class WanRTStepCacheModel(_StepCacheNode):
     DESCRIPTION = (DESCRIPTION + " For ComfyUI's core nodes: put it after WanRT Accelerate "
                    "(before ModelSamplingSD3 / KSampler); each model (each A14B expert) keeps "
                    "its own cache.")
-    CATEGORY = base.CATEGORY + "/model"
     RETURN_TYPES = ("MODEL", "STRING")
-    RETURN_NAMES = ("model", "info")
-    OUTPUT_TOOLTIPS = ("The model with the step cache attached (weights shared with the input).",
-                       "One line: the policy and its settings.")
-    FUNCTION = "attach"
+    MODEL_INPUT = ("MODEL", {"tooltip": "ComfyUI's Wan model after WanRT Accelerate."})
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "ComfyUI's Wan model after WanRT Accelerate."}),
-            **SETTINGS}}
-
-    def attach(self, model, policy, threshold, start_percent, end_percent, retention, constants,
-               allow_few_steps):
-        settings = dict(policy=policy, threshold=threshold, start_percent=start_percent,
-                        end_percent=end_percent, retention=retention, constants=constants,
-                        allow_few_steps=allow_few_steps)
+    @staticmethod
+    def with_cache(model, make):
         from .core.model import CoreModel
         if isinstance(model, CoreModel):
             check_not_compiled_whole(model.dit)
-            cache, info = make_step_cache(model.dit.config, **settings)
-            cached = model.with_step_cache(cache)
-        elif is_comfy_model_patcher(model):
+            cache, info = make(model.dit.config)
+            return model.with_step_cache(cache), info
+        if is_comfy_model_patcher(model):
             from .comfy_step_cache import with_step_cache
-            cached, info = with_step_cache(model, lambda config: make_step_cache(config, **settings))
-        else:
-            raise TypeError(f"WanRT Step Cache (MODEL): input 'model' must be a MODEL (after "
-                            f"WanRT Accelerate), got {type(model).__name__}")
-        return {"ui": {"text": [info]}, "result": (cached, info)}
+            return with_step_cache(model, make)
+        raise TypeError(f"WanRT Step Cache (MODEL): input 'model' must be a MODEL (after WanRT "
+                        f"Accelerate), got {type(model).__name__}")
 
 
 NODES = {"WanRTStepCache": WanRTStepCache, "WanRTStepCacheModel": WanRTStepCacheModel}
