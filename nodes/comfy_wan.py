@@ -109,14 +109,20 @@ class AcceleratedBlock:
                         self.cross_attend)
 
 
+_step_memo: list = []  # [(sigmas, (step, steps))]: the last forward's, shared by its blocks
+
+
 def sampling_step(transformer_options: dict) -> tuple[int | None, int | None]:
     """``(step, steps)`` of the sampler call running: the current σ's place in ComfyUI's
     ``sample_sigmas`` (each KSampler / KSamplerAdvanced call counts its own steps); ``(None,
-    None)`` outside sampling."""
+    None)`` outside sampling. Read off the device once per forward, not once per block."""
     schedule, sigma = transformer_options.get("sample_sigmas"), transformer_options.get("sigmas")
     if schedule is None or sigma is None:
         return None, None
-    return int((schedule - sigma.flatten()[0]).abs().argmin()), len(schedule) - 1
+    if not _step_memo or _step_memo[0][0] is not sigma:
+        _step_memo[:] = [(sigma, (int((schedule - sigma.flatten()[0]).abs().argmin()),
+                                  len(schedule) - 1))]
+    return _step_memo[0][1]
 
 
 def _comfy_attention(q, k, v, transformer_options):
