@@ -36,7 +36,7 @@ from torch import nn
 
 from .. import kernels
 from ..wan_core.attention import get_backend
-from ..wan_core.runtime import AttentionOptions
+from ..wan_core.runtime import AttentionOptions, RuntimeOptions
 
 
 def accelerate(patcher, compile_mode: str, attention: AttentionOptions):
@@ -53,9 +53,10 @@ def accelerate(patcher, compile_mode: str, attention: AttentionOptions):
         raise TypeError(f"WanRT Accelerate: the model is a {name} without Wan transformer "
                         f"blocks; connect a Wan 2.1 / 2.2 model (UNETLoader)")
     run = compiled_block if compiled and compile_mode == "blocks" else run_block
+    impl = RuntimeOptions.from_env().kernel_impl()  # WANRT_DISABLE_FUSED_KERNELS reaches here
     for i in indices:
         model.add_object_patch(f"diffusion_model.blocks.{i}.forward",
-                               AcceleratedBlock(blocks[i], i, run, attention))
+                               AcceleratedBlock(blocks[i], i, run, attention, impl))
     if compiled and compile_mode == "full":
         from comfy_api.torch_helpers import set_torch_compile_wrapper
         set_torch_compile_wrapper(model, backend="inductor",
@@ -70,12 +71,14 @@ def _skip_transformer_options(guard_entries):
 
 class AcceleratedBlock:
     """Stands in for ``WanAttentionBlock.forward`` (same arguments) of block ``index``; its
-    self-attention backend is the one ``plan`` gives that block at the current step."""
+    self-attention backend is the one ``plan`` gives that block at the current step, its
+    kernels run ``impl`` (``RuntimeOptions.kernel_impl``)."""
 
     stack = None  # a step cache's CachedStack (``comfy_step_cache``) when one is attached
 
-    def __init__(self, block: nn.Module, index: int, run, plan: AttentionOptions):
-        self.block, self.index, self.run, self.plan = block, index, run, plan
+    def __init__(self, block: nn.Module, index: int, run, plan: AttentionOptions,
+                 impl: str | None = None):
+        self.block, self.index, self.run, self.plan, self.impl = block, index, run, plan, impl
         self.cross_attend = get_backend(plan.cross_backend)
 
     def in_stack(self, stack) -> AcceleratedBlock:
@@ -101,12 +104,13 @@ class AcceleratedBlock:
         rope = rope_cos_sin(freqs)
         if "optimized_attention_override" in transformer_options:
             attend = functools.partial(_comfy_attention, transformer_options=transformer_options)
-            return run_block(self.block, x, e, rope, context, context_img_len, attend, attend)
+            return run_block(self.block, x, e, rope, context, context_img_len, attend, attend,
+                             self.impl)
         step = sampling_step(transformer_options) if (
             self.plan.dense_first_steps or self.plan.dense_last_steps) else (None, None)
         attend = get_backend(self.plan.backend_for(self.index, *step))
         return self.run(self.block, x, e, rope, context, context_img_len, attend,
-                        self.cross_attend)
+                        self.cross_attend, self.impl)
 
 
 _step_memo: list = []  # [(sigmas, (step, steps))]: the last forward's, shared by its blocks
@@ -150,23 +154,24 @@ def rope_cos_sin(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rope
 
 
-def run_block(block, x, e, rope, context, context_img_len, attend, cross_attend):
+def run_block(block, x, e, rope, context, context_img_len, attend, cross_attend, impl=None):
     """``WanAttentionBlock.forward`` on WanRT's kernels; ``x: [B, L, C]`` contiguous,
     ``e: [B, 6, C]`` or ``[B, F, 6, C]`` (per-frame / per-token timesteps), ``rope``: ``cos, sin``
-    of :func:`rope_cos_sin`, ``attend(q, k, v)`` / ``cross_attend`` on ``[B, L, H, D]``."""
+    of :func:`rope_cos_sin`, ``attend(q, k, v)`` / ``cross_attend`` on ``[B, L, H, D]``, ``impl``
+    the kernels' (``kernels.ops``: None lets the platform choose, "torch")."""
     shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = _modulation(block, e, x)
-    h = kernels.norm_modulate(x, shift_sa, scale_sa, eps=block.norm1.eps)
-    y = _self_attention(block.self_attn, h, rope, attend)
+    h = kernels.norm_modulate(x, shift_sa, scale_sa, eps=block.norm1.eps, impl=impl)
+    y = _self_attention(block.self_attn, h, rope, attend, impl)
     if isinstance(block.norm3, nn.Identity):
-        x = h = kernels.gated_residual(x, y, gate_sa)
+        x = h = kernels.gated_residual(x, y, gate_sa, impl=impl)
     else:
         weight, bias = _norm_weights(block.norm3, x)
         h, x = kernels.gated_residual_norm_modulate(x, y, gate_sa, None, None, eps=block.norm3.eps,
-                                                    weight=weight, bias=bias)
-    y = _cross_attention(block.cross_attn, h, context, context_img_len, cross_attend)
+                                                    weight=weight, bias=bias, impl=impl)
+    y = _cross_attention(block.cross_attn, h, context, context_img_len, cross_attend, impl)
     h, x = kernels.gated_residual_norm_modulate(x, y, None, shift_ff, scale_ff,
-                                                eps=block.norm2.eps)
-    return kernels.gated_residual(x, block.ffn(h), gate_ff)
+                                                eps=block.norm2.eps, impl=impl)
+    return kernels.gated_residual(x, block.ffn(h), gate_ff, impl=impl)
 
 
 @functools.cache
@@ -199,34 +204,40 @@ def _norm_weights(norm: nn.Module, x: torch.Tensor):
     return norm.weight, getattr(norm, "bias", None)
 
 
-def _rms(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _rms(norm: nn.Module, x: torch.Tensor, impl: str | None) -> torch.Tensor:
     if isinstance(norm, nn.Identity):
         return x
     weight, _ = _norm_weights(norm, x)
     eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
-    return kernels.rms_norm(x, weight, eps=eps)
+    return kernels.rms_norm(x, weight, eps=eps, impl=impl)
 
 
-def _self_attention(attn, x, rope, attend):
+def _self_attention(attn, x, rope, attend, impl):
     """``WanSelfAttention``: q/k RMSNorm across heads, RoPE, attention, output projection."""
     heads = attn.num_heads
-    q = kernels.rotary_embedding(_rms(attn.norm_q, attn.q(x)).unflatten(2, (heads, -1)), *rope)
-    k = kernels.rotary_embedding(_rms(attn.norm_k, attn.k(x)).unflatten(2, (heads, -1)), *rope)
+
+    def rotated(norm, projected):
+        return kernels.rotary_embedding(_rms(norm, projected, impl).unflatten(2, (heads, -1)),
+                                        *rope, impl=impl)
+    q, k = rotated(attn.norm_q, attn.q(x)), rotated(attn.norm_k, attn.k(x))
     out = attend(q, k, attn.v(x).unflatten(2, (heads, -1)))
     return attn.o(out.flatten(2))
 
 
-def _cross_attention(attn, x, context, context_img_len, attend):
+def _cross_attention(attn, x, context, context_img_len, attend, impl):
     """``WanT2VCrossAttention``, or ``WanI2VCrossAttention`` (CLIP image tokens first in
     ``context``, attended through ``k_img`` / ``v_img``, the two results summed)."""
     heads = attn.num_heads
-    q = _rms(attn.norm_q, attn.q(x)).unflatten(2, (heads, -1))
+
+    def heads_of(norm, projected):
+        return _rms(norm, projected, impl).unflatten(2, (heads, -1))
+    q = heads_of(attn.norm_q, attn.q(x))
     image = None
     if hasattr(attn, "k_img"):
         context_img, context = context[:, :context_img_len], context[:, context_img_len:]
-        image = attend(q, _rms(attn.norm_k_img, attn.k_img(context_img)).unflatten(2, (heads, -1)),
+        image = attend(q, heads_of(attn.norm_k_img, attn.k_img(context_img)),
                        attn.v_img(context_img).unflatten(2, (heads, -1)))
-    out = attend(q, _rms(attn.norm_k, attn.k(context)).unflatten(2, (heads, -1)),
+    out = attend(q, heads_of(attn.norm_k, attn.k(context)),
                  attn.v(context).unflatten(2, (heads, -1)))
     if image is not None:
         out = out + image

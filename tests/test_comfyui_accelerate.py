@@ -203,6 +203,11 @@ def test_compile_full_is_comfyuis_own_torch_compile_wrapper_around_the_accelerat
     assert full["input_untouched"]  # the node returns a clone
 
 
+def test_the_fused_kernels_switch_reaches_comfyuis_accelerated_blocks(probe):
+    # simulated CUDA policy: Triton where the platform runs it (None), torch when switched off
+    assert probe["kernel_impls"] == [None, "torch"]
+
+
 def test_comfyui_removes_the_block_patches_when_it_unloads_the_model(probe):
     assert probe["object_patches_left"] == 0
 

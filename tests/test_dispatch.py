@@ -137,6 +137,16 @@ def test_each_switch_leaves_the_other_path_alone():
     assert options(platform="cuda", layer_compile=False).layer_impl(layers.RMSNorm) == "triton"
 
 
+@pytest.mark.parametrize("platform, fused, expected", [
+    ("cuda", True, None), ("cuda", False, "torch"), ("rocm", True, None), ("musa", True, "torch"),
+    ("npu", True, "torch"), ("cpu", True, "torch")])
+def test_kernels_called_outside_the_layers_follow_the_same_switch(platform, fused, expected):
+    """ComfyUI's own blocks under WanRT Accelerate call the kernels with ``kernel_impl()``: the
+    platform's choice (Triton where its policy runs it) unless fused kernels are off."""
+    options = runtime.RuntimeOptions(platform=platform, fused_kernels=fused)
+    assert options.kernel_impl() == expected
+
+
 def test_cuda_without_triton_runs_native(monkeypatch):
     """E.g. Windows: CUDA torch, no triton package."""
     on_platform(monkeypatch, "cuda")

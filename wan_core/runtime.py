@@ -123,13 +123,20 @@ class RuntimeOptions:
     def layer_impl(self, layer_type: type) -> str:
         """``"triton"``, ``"compiled-native"`` or ``"native"`` for a ``CustomOp`` subclass."""
         platform = self.resolved_platform()
-        default = POLICY[platform.name]
-        if (default == "triton" and getattr(layer_type, "forward_fused", None) is not None
-                and self.fused_kernels and triton_usable(platform)):
+        if self._runs_fused(platform) and getattr(layer_type, "forward_fused", None) is not None:
             return "triton"
-        if default == "compiled-native" and self.layer_compile and platform.compile:
+        if POLICY[platform.name] == "compiled-native" and self.layer_compile and platform.compile:
             return "compiled-native"
         return "native"
+
+    def kernel_impl(self) -> str | None:
+        """How code outside WanRT's layers (ComfyUI's own Wan blocks under WanRT Accelerate)
+        calls the fused kernels: ``None`` (Triton for tensors on the platform's device) where
+        these options run them, else ``"torch"``."""
+        return None if self._runs_fused(self.resolved_platform()) else "torch"
+
+    def _runs_fused(self, platform: Platform) -> bool:
+        return POLICY[platform.name] == "triton" and self.fused_kernels and triton_usable(platform)
 
 
 def bind_layers(model: nn.Module, options: RuntimeOptions) -> nn.Module:

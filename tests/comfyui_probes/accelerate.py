@@ -226,6 +226,27 @@ def full_mode():
             "input_untouched": not (model.object_patches or model.get_wrappers(*compile_wrappers))}
 
 
+def kernel_impls():
+    """The kernels' impl an accelerated block runs under the simulated CUDA policy, with the
+    fused kernels on and switched off (WANRT_DISABLE_FUSED_KERNELS)."""
+    import os
+    from wanrt.kernels import platforms
+    impls = []
+    os.environ["WANRT_PLATFORM"] = "cuda"
+    platforms._platform_for.cache_clear()
+    try:
+        for switch in ("0", "1"):
+            os.environ["WANRT_DISABLE_FUSED_KERNELS"] = switch
+            (model,) = nodes.UNETLoader().load_unet("tiny_wan.safetensors", "default")
+            (fast,) = WanRTAccelerate().accelerate(model, "off", "sdpa")
+            impls.append(fast.object_patches["diffusion_model.blocks.0.forward"].impl)
+    finally:
+        del os.environ["WANRT_PLATFORM"], os.environ["WANRT_DISABLE_FUSED_KERNELS"]
+        platforms._platform_for.cache_clear()
+    return impls
+
+
+results["kernel_impls"] = kernel_impls()
 results["blocks"] = block_parity()
 results["full_mode"] = full_mode()
 print(json.dumps(results))
