@@ -26,7 +26,6 @@ caches); then the median of ``--runs``. Accuracy: the velocity against ours dens
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import traceback
@@ -189,7 +188,7 @@ def kernel_rows(args, device, deadline) -> None:
                   f"{flops / ms / 1e9:.0f} | {cudnn_ms / ms:.2f}x | {cosine:.6f} | {rel:.2e} |",
                   flush=True)
         del q, k, v, ref
-        free(device)
+        harness.free(device)
 
 
 def sweep(args, device, deadline) -> None:
@@ -237,18 +236,11 @@ def sweep(args, device, deadline) -> None:
                 print(f"{row} | error: {type(e).__name__}: {str(e).splitlines()[0][:80]} | | | |",
                       flush=True)
     del q, k, v
-    free(device)
+    harness.free(device)
 
 
 # ---------------------------------------------------------------------------------------------
 # DiT forward
-
-def free(device) -> None:
-    import torch
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
 
 def dit_rows(args, device, deadline) -> None:
     import torch
@@ -321,7 +313,7 @@ def dit_rows(args, device, deadline) -> None:
                 print("".join(traceback.format_exc().splitlines(True)[-8:]), flush=True)
             model = fn = out = None
             torch._dynamo.reset()
-            free(device)
+            harness.free(device)
         dense = results[0][4]
         base_ms = results[1][3]
         for label, cold_s, warm, ms, out in results:

@@ -33,7 +33,6 @@ times the number of blocks. TFLOP/s = FLOPs / median time.
 from __future__ import annotations
 
 import argparse
-import gc
 import math
 import statistics
 import time
@@ -124,15 +123,6 @@ class Bench:
         self.rows: list[Row] = []
         self.first_call_s: dict[str, float] = {}  # measured first calls, for the time budget
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def free(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
     def build(self, config: DiTConfig, *, fused_kernels: bool = True,
               fuse: bool = True) -> WanModel:
         """Ours with seed-0 random weights (the same on every call); layers bind their
@@ -150,18 +140,14 @@ class Bench:
         ``torch.inference_mode``; fills ``row``."""
         counters.clear()
         with torch.inference_mode():
-            self.sync()
-            start = time.perf_counter()
-            out = fn()
-            self.sync()
-            row.first_s = time.perf_counter() - start
+            row.first_s, out = harness.first_call(fn, self.device)
             first_graphs = counters["stats"]["unique_graphs"]
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             for _ in range(runs):
                 start = time.perf_counter()
                 out = fn()
-                self.sync()
+                harness.sync(self.device)
                 row.times_ms.append((time.perf_counter() - start) * 1e3)
             if self.device.type == "cuda":
                 row.peak_gib = torch.cuda.max_memory_allocated() / 2**30
@@ -191,7 +177,7 @@ class Bench:
                 print("".join(traceback.format_exc().splitlines(True)[-12:]), flush=True)
             finally:
                 torch._dynamo.reset()
-                self.free()
+                harness.free(self.device)
         self.rows.append(row)
         print(fmt(row, None, None), flush=True)
         return row
@@ -220,7 +206,7 @@ class Bench:
             ours = self.build(config, fuse=False)  # official parameter names
             ref = diffusers_like(ours, dtype, device)
             del ours
-            self.free()
+            harness.free(self.device)
             self.measure(r, lambda: ref(x, t, context, return_dict=False)[0], args.runs)
 
         def diffusers_regional(r):
@@ -234,7 +220,7 @@ class Bench:
         self.run(row("diffusers eager"), "eager", runs_s, diffusers_eager)
         self.run(row("diffusers compile_repeated_blocks"), "regional", runs_s, diffusers_regional)
         ref = None
-        self.free()
+        harness.free(self.device)
 
         # ours: eager, then each compile mode on a fresh copy of the same weights
         def ours(r, mode="off", torch_layers=False):

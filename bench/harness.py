@@ -75,6 +75,16 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def free(device) -> None:
+    """Release what the last model left: Python garbage, then the CUDA allocator's cache."""
+    import gc
+
+    import torch
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def first_call(fn, device) -> tuple[float, object]:
     """(seconds, output) of one call of ``fn`` (compiles included)."""
     sync(device)
@@ -84,18 +94,29 @@ def first_call(fn, device) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def timed(fn, runs: int, device, warmup: int = 1) -> tuple[float, list[float], object]:
-    """(median ms, all ms, last output) of ``runs`` calls after ``warmup`` untimed ones."""
+def timed(fn, runs: int, device, warmup: int = 2) -> tuple[float, str, object]:
+    """(median ms, peak, last output) of ``runs`` calls of ``fn`` after ``warmup`` untimed ones
+    (cuDNN autotuning, lazy inits). ``peak``: the allocator's peak during the timed calls in GiB
+    above what was allocated before them, as text ("–" off CUDA); each output is dropped before
+    the next call, so it holds one call's tensors."""
+    import torch
+    cuda = device.type == "cuda"
     for _ in range(warmup):
         out = fn()
+        del out
+    sync(device)
+    base = torch.cuda.memory_allocated() if cuda else 0
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(runs):
-        sync(device)
+        out = None
         start = time.perf_counter()
         out = fn()
         sync(device)
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), times, out
+    peak = f"{(torch.cuda.max_memory_allocated() - base) / 2**30:.2f}" if cuda else "–"
+    return statistics.median(times), peak, out
 
 
 def accuracy(out, ref) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from timing import timed
+from harness import timed
 
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
 from wanrt.wan_core.lora import apply_lora, load_lora

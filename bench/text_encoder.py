@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from timing import timed  # bench/ is on sys.path when run as a script
+from harness import timed  # bench/ is on sys.path when run as a script
 
 from wanrt.wan_core.layers import implementation_report
 from wanrt.wan_core.text_encoder import TextEncoder, UMT5Config, UMT5Encoder

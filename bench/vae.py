@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from timing import timed  # bench/ is on sys.path when run as a script
+from harness import timed  # bench/ is on sys.path when run as a script
 
 from wanrt.wan_core.tiny.vae import TINY_VAE21, diffusers_config
 from wanrt.wan_core.vae import WAN21_VAE, WanVAE
