@@ -80,6 +80,7 @@ def main() -> None:
     tiles = {d: triton_ops.attention_tiles(d, device) for d in (64, 128)}
     pv = "fp8" if kernels.fp8_dot_supported(device.type) else "fp16"
     print("\n".join(harness.settings(
+        channels_last="not used (attention only; the DiT has no convolutions on its hot path)",
         caches=f"fresh under {cache} (cold first calls)",
         sage8_tiles_by_head_dim=tiles, sage8_default_pv=pv,
         dense_attention="auto (" + ("sdpa-cudnn on Hopper" if device.type == "cuda" else "sdpa") + ")",

@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from harness import timed  # bench/ is on sys.path when run as a script
+import harness  # bench/ is on sys.path when run as a script
 
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
 from wanrt.wan_core.dit.formats import official_to_diffusers
@@ -67,12 +67,12 @@ def bench(name: str, latent, runs: int, dtype, device) -> list[str]:
     tokens = latent[0] * (latent[1] // 2) * (latent[2] // 2)
 
     model = ours(config, dtype, device)
-    ours_ms, ours_peak, ours_out = timed(lambda: model(x, t, context), runs, device)
+    ours_ms, ours_peak, ours_out = harness.timed(lambda: model(x, t, context), runs, device)
     ref = diffusers_like(model, dtype, device)
     del model  # one model resident while timing
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    ref_ms, ref_peak, ref_out = timed(
+    ref_ms, ref_peak, ref_out = harness.timed(
         lambda: ref(x, t, context, return_dict=False)[0], runs, device)
     diff = ((ours_out.float() - ref_out.float()).norm() / ref_out.float().norm()).item()
     del ref
@@ -92,6 +92,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--models", default="1.3B,14B", help="comma-separated: 1.3B, 14B")
     args = parser.parse_args()
+    print("\n".join(harness.settings(
+        channels_last="not used (the DiT has no convolutions on its hot path)",
+        arguments=vars(args))), flush=True)
     if args.tiny:
         device, dtype, names, latent = torch.device("cpu"), torch.float32, ["tiny"], LATENT["tiny"]
     else:

@@ -407,7 +407,9 @@ def main() -> None:
           f"ours: attention {args.attn}, {'separate' if args.no_fuse else 'fused'} projections, "
           f"backend {args.backend}, inductor mode {args.inductor_mode}; median of {args.runs} "
           f"forwards ({args.cfg_runs} CFG steps) after the first call")
-    print("\n".join(harness.settings(caches=caches, attention=args.attn)))
+    print("\n".join(harness.settings(
+        channels_last="not used (the DiT has no convolutions on its hot path)", caches=caches,
+        attention=args.attn)))
     for mode in dict.fromkeys(m if m != "blocks-torch" else "blocks" for m in args.modes):
         print(f"policy: {compile_summary(mode)}")
     print(HEADER, flush=True)

@@ -37,6 +37,7 @@ from dit_eager import CONFIGS, ours
 from lora import lightx2v_like, to_fp8
 from safetensors.torch import save_file
 
+import harness  # bench/ is on sys.path when run as a script
 from wanrt.wan_core.compile import MODES, compile_dit, compile_summary
 from wanrt.wan_core.lora import apply_lora, load_lora
 from wanrt.wan_core.pipelines import encode_prompts, latent_shape, task_name
@@ -125,6 +126,9 @@ def main() -> None:
                         help="a14b-4step: comma-separated settings of the fp8 blocks' matmul, each "
                              "timed: off (dequantise), tensor, row (fp8 GEMMs)")
     args = parser.parse_args()
+    print("\n".join(harness.settings(
+        channels_last="the VAE's conv weights on CUDA (the DiT and UMT5 have no convolutions)",
+        arguments=vars(args))), flush=True)
     run = SETTINGS[args.model]
     fp8_matmuls = args.fp8_matmul.split(",")
     if not set(fp8_matmuls) <= {"off", "tensor", "row"}:

@@ -28,9 +28,10 @@ def use_fresh_caches() -> str:
     return root
 
 
-def settings(**named) -> list[str]:
+def settings(*, channels_last: str, **named) -> list[str]:
     """``name: value`` lines: the environment, torch's global switches where not default,
-    then ``named`` (the script's own choices)."""
+    then ``channels_last`` (what the script lays out so, or why nothing) and ``named`` (the
+    script's own choices: attention backend, tiles, ...)."""
     import torch
 
     lines = [f"torch {torch.__version__}"]
@@ -60,8 +61,8 @@ def settings(**named) -> list[str]:
             value = getattr(value, part, default)
         if value != default:
             changed.append(f"inductor.{key}={value}")
-    lines.append("non-default torch settings: " + (", ".join(changed) or "none")
-                 + "; channels_last: not used (the DiT has no convolutions on the hot path)")
+    lines.append("non-default torch settings: " + (", ".join(changed) or "none"))
+    lines.append(f"channels_last: {channels_last}")
     env = {k: v for k, v in sorted(os.environ.items())
            if k.startswith(("TORCH", "TRITON", "WANRT", "CUDA", "PYTORCH", "NVIDIA_TF32"))}
     lines.append("environment: " + (", ".join(f"{k}={v}" for k, v in env.items()) or "none"))

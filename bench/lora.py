@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from harness import timed
+import harness
 
 from wanrt.wan_core.dit import DiTConfig, WanModel, init_random_
 from wanrt.wan_core.lora import apply_lora, load_lora
@@ -71,6 +71,9 @@ def main():
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    print("\n".join(harness.settings(
+        channels_last="not used (the DiT has no convolutions on its hot path)",
+        arguments=vars(args))), flush=True)
     size = "tiny" if args.tiny else "14B"
     device = torch.device("cpu" if args.tiny else "cuda")
     dtype = torch.float32 if args.tiny else torch.bfloat16
@@ -106,16 +109,16 @@ def main():
         return patched, time.perf_counter() - start
 
     with torch.inference_mode():
-        ms, peak, _ = timed(lambda: base(x, t, context), args.runs, device)
+        ms, peak, _ = harness.timed(lambda: base(x, t, context), args.runs, device)
         print(f"base     forward {ms:8.1f} ms  peak {peak} GiB")
         runtime, seconds = apply("runtime")
-        ms_rt, peak, _ = timed(lambda: runtime(x, t, context), args.runs, device)
+        ms_rt, peak, _ = harness.timed(lambda: runtime(x, t, context), args.runs, device)
         print(f"runtime  apply {seconds:6.2f} s  forward {ms_rt:8.1f} ms ({ms_rt / ms:.3f}x)  "
               f"peak {peak} GiB")
         del runtime
         merged, seconds = apply("merge")
         del base
-        ms_m, peak, _ = timed(lambda: merged(x, t, context), args.runs, device)
+        ms_m, peak, _ = harness.timed(lambda: merged(x, t, context), args.runs, device)
         print(f"merge    apply {seconds:6.2f} s  forward {ms_m:8.1f} ms ({ms_m / ms:.3f}x)  "
               f"peak {peak} GiB")
 

@@ -40,6 +40,7 @@ sys.path.append(sys.path.pop(0))
 from dit_eager import CONFIGS  # noqa: E402
 from e2e import PROMPT, Stages, text_encoder, vae  # noqa: E402
 
+import harness  # bench/ is on sys.path when run as a script
 from wanrt.kernels import fp8_matmul_supported  # noqa: E402
 from wanrt.kernels.fp8 import E4M3  # noqa: E402
 from wanrt.wan_core.block_swap import enable_block_swap  # noqa: E402
@@ -212,6 +213,9 @@ def main() -> None:
                         help="compile mode of the fp8 vs bf16 forwards")
     parser.add_argument("--only-fp8", action="store_true", help="only the fp8 vs bf16 forwards")
     args = parser.parse_args()
+    print("\n".join(harness.settings(
+        channels_last="the VAE's conv weights on CUDA (the DiT and UMT5 have no convolutions)",
+        arguments=vars(args))), flush=True)
     swaps = [int(n) for n in args.swaps.split(",") if n]
     a14b_swaps = [int(n) for n in args.a14b_swaps.split(",") if n]
     if args.tiny:

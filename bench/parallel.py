@@ -21,7 +21,7 @@ import sys
 import torch
 import torch.distributed as dist
 from dit_eager import CONFIGS, ours
-from harness import first_call, timed
+import harness
 
 from wanrt.wan_core import parallel
 from wanrt.wan_core.compile import compile_dit
@@ -55,8 +55,8 @@ def measured(step, runs: int, device) -> tuple[float, float]:
             dist.barrier()
         with torch.no_grad():
             return step()
-    first, _ = first_call(together, device)
-    ms, _, _ = timed(together, runs, device, warmup=0)
+    first, _ = harness.first_call(together, device)
+    ms, _, _ = harness.timed(together, runs, device, warmup=0)
     return first, ms
 
 
@@ -68,6 +68,10 @@ def main() -> None:
     parser.add_argument("--compile", default="blocks", choices=("off", "blocks"))
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU, fp32, compile off")
     args = parser.parse_args()
+    if int(os.environ.get("RANK", 0)) == 0:
+        print("\n".join(harness.settings(
+            channels_last="not used (the DiT has no convolutions on its hot path)",
+            arguments=vars(args))), flush=True)
     world = int(os.environ.get("WORLD_SIZE", 1))
     if args.tiny:
         args.models, args.compile = "tiny", "off"

@@ -40,6 +40,7 @@ import torch
 from dit_eager import CONFIGS, ours
 from e2e import PROMPT, text_encoder, vae
 
+import harness  # bench/ is on sys.path when run as a script
 from wanrt.wan_core.compile import compile_dit, compile_summary, persistent_compile_cache
 from wanrt.wan_core.pipelines import encode_prompts, latent_shape
 from wanrt.wan_core.sampling import sample
@@ -112,6 +113,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", help="compile cache folder (default: a fresh temp one)")
     parser.add_argument("--first-step-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print("\n".join(harness.settings(
+        channels_last="the VAE's conv weights on CUDA (the DiT and UMT5 have no convolutions)",
+        arguments=vars(args))), flush=True)
     if args.first_step_child:
         return first_step_child(args)
     policies = [p for p in args.policies.split(",") if p]

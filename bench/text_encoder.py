@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from harness import timed  # bench/ is on sys.path when run as a script
+import harness  # bench/ is on sys.path when run as a script
 
 from wanrt.wan_core.layers import implementation_report
 from wanrt.wan_core.text_encoder import TextEncoder, UMT5Config, UMT5Encoder
@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny config on CPU, fp32")
     parser.add_argument("--iters", type=int, default=20)
     args = parser.parse_args()
+    print("\n".join(harness.settings(
+        channels_last="not used (no convolutions)",
+        arguments=vars(args))), flush=True)
     cfg = TINY if args.tiny else UMT5Config()
     device = torch.device("cpu" if args.tiny else "cuda")
     dtype = torch.float32 if args.tiny else torch.bfloat16
@@ -49,8 +52,8 @@ def main() -> None:
     mask = torch.ones_like(tokens)
 
     with torch.no_grad():
-        ours_ms, ours_peak, ours = timed(lambda: te.encode(["x"]), args.iters, device, warmup=3)
-        hf_ms, hf_peak, ref = timed(lambda: hf(input_ids=tokens, attention_mask=mask).last_hidden_state,
+        ours_ms, ours_peak, ours = harness.timed(lambda: te.encode(["x"]), args.iters, device, warmup=3)
+        hf_ms, hf_peak, ref = harness.timed(lambda: hf(input_ids=tokens, attention_mask=mask).last_hidden_state,
                                     args.iters, device, warmup=3)
     diff = (ours[0].float() - ref[0].float()).abs().max().item()
     scale = ref.float().abs().max().item()

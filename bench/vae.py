@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from harness import timed  # bench/ is on sys.path when run as a script
+import harness  # bench/ is on sys.path when run as a script
 
 from wanrt.wan_core.tiny.vae import TINY_VAE21, diffusers_config
 from wanrt.wan_core.vae import WAN21_VAE, WanVAE
@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--no-cudnn-benchmark", action="store_true",
                         help="WanRT without cudnn.benchmark (if its conv workspaces inflate the peak)")
     args = parser.parse_args()
+    print("\n".join(harness.settings(
+        channels_last="WanRT's VAE conv weights on CUDA; diffusers' VAE as it loads",
+        arguments=vars(args))), flush=True)
     config = TINY_VAE21 if args.tiny else WAN21_VAE
     device = torch.device("cpu" if args.tiny else "cuda")
     dtype = torch.float32 if args.tiny else torch.bfloat16
@@ -71,10 +74,10 @@ def main() -> None:
 
     rows = []
     with torch.no_grad():
-        ref_ms, ref_peak, ref_out = timed(lambda: diffusers_decode(False), args.iters, device)
-        ref_ms_t, ref_peak_t, ref_out_t = timed(lambda: diffusers_decode(True), args.iters, device)
-        ms, peak, out = timed(lambda: ours.decode(latents), args.iters, device)
-        ms_t, peak_t, out_t = timed(lambda: ours.decode(latents, tiled=True, **tiles), args.iters, device)
+        ref_ms, ref_peak, ref_out = harness.timed(lambda: diffusers_decode(False), args.iters, device)
+        ref_ms_t, ref_peak_t, ref_out_t = harness.timed(lambda: diffusers_decode(True), args.iters, device)
+        ms, peak, out = harness.timed(lambda: ours.decode(latents), args.iters, device)
+        ms_t, peak_t, out_t = harness.timed(lambda: ours.decode(latents, tiled=True, **tiles), args.iters, device)
 
         def diff(a, b):
             return f"{(a.float() - b.float()).abs().max().item():.3g}"
@@ -88,9 +91,9 @@ def main() -> None:
              f"{diff(ref_out_t, ref_out)} vs untiled"),
         ]
         del out, out_t, ref_out, ref_out_t
-        ref_ms, ref_peak, ref_mu = timed(lambda: diffusers_encode(False), args.iters, device)
-        ms, peak, mu = timed(lambda: ours.encode(video), args.iters, device)
-        ms_t, peak_t, mu_t = timed(lambda: ours.encode(video, tiled=True, **tiles), args.iters, device)
+        ref_ms, ref_peak, ref_mu = harness.timed(lambda: diffusers_encode(False), args.iters, device)
+        ms, peak, mu = harness.timed(lambda: ours.encode(video), args.iters, device)
+        ms_t, peak_t, mu_t = harness.timed(lambda: ours.encode(video, tiled=True, **tiles), args.iters, device)
         ref_latents = (ref_mu.float() - mean) / std
         rows += [
             ("encode", "WanRT", ms, peak, f"{ref_ms / ms:.2f}x", diff(mu, ref_latents)),
