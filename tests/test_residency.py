@@ -256,6 +256,20 @@ def test_budget_parks_the_least_recently_used_model_first():
     assert res.resident()[0][1] == 32 * 32 * 4
 
 
+def test_a_model_in_use_is_not_parked_to_make_room_for_another_of_the_same_stage():
+    """Image encode uses the VAE and CLIP together: with a budget for one of them, loading CLIP
+    must not park the VAE it runs beside (the stage would run the VAE off the device); the
+    budget yields until the stage ends."""
+    res = Residency("cpu", OFFLOAD, budget_bytes=4 << 10)
+    vae, clip = nn.Linear(32, 32, bias=False), nn.Linear(32, 32, bias=False)  # 4 KiB each
+    for model, role in ((vae, "vae"), (clip, "clip_vision")):
+        res.register(model, role, role)
+    with res.use(vae, "vae", "image encode"):
+        with res.use(clip, "clip_vision", "image encode"):
+            assert sorted(label for label, _ in res.resident()) == ["clip_vision", "vae"]
+    assert res.resident() == []
+
+
 def test_an_out_of_memory_error_names_the_stage_the_resident_models_and_what_would_fit(
         a14b_i2v):
     pipe = WanPipeline(**a14b_i2v, residency=Residency("cpu", OFFLOAD))

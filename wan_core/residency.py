@@ -145,6 +145,7 @@ class Entry:
     device: torch.device
     last_used: int = 0
     members: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+    in_use: int = 0  # stages running it now (``Residency.use``): never parked to make room
 
     @property
     def model(self) -> nn.Module | None:
@@ -267,8 +268,10 @@ class Residency:
 
     def make_room(self, entry: Entry, needed: int) -> None:
         """Park models so that ``needed`` more bytes fit for ``entry``: the other DiT when
-        ``park_experts``, then idle models (oldest use first) while over ``budget_bytes``."""
-        others = [e for e in self._entries.values() if e is not entry and e.model is not None]
+        ``park_experts``, then idle models (oldest use first) while over ``budget_bytes``.
+        A model a running stage uses (the VAE while CLIP loads for the same image encode) stays."""
+        others = [e for e in self._entries.values()
+                  if e is not entry and e.model is not None and not e.in_use]
         if self.park_experts and entry.role == "dit":
             for other in others:
                 if other.role == "dit":
@@ -320,7 +323,12 @@ class Residency:
             after.callback(self.release, module)
             after.enter_context(self.stage(stage))
             self.load(module, role, label)
-            yield module
+            entry = self._entry(module)
+            entry.in_use += 1
+            try:
+                yield module
+            finally:
+                entry.in_use -= 1
 
     # -- errors -----------------------------------------------------------------------------
     @contextlib.contextmanager
