@@ -147,3 +147,21 @@ def test_the_device_footprint_counts_the_swapped_blocks_in_flight_not_all_of_the
     assert device_footprint(model) == whole - 3 * block + 2 * block
     enable_block_swap(model, 3, device="cpu", prefetch=4)
     assert device_footprint(model) == whole
+
+
+def test_fewer_swapped_blocks_join_the_rest_of_the_model(monkeypatch):
+    """From 3 swapped blocks to 1, then to none: the blocks no longer swapped move to where
+    the rest of the model is (on a GPU, off the CPU they were parked in)."""
+    import wanrt.wan_core.block_swap as block_swap
+
+    model = tiny()
+    enable_block_swap(model, 3, device="cpu")
+    moved = []
+    move = block_swap.move_module
+    monkeypatch.setattr(block_swap, "move_module", lambda module, device, skip=(): (
+        moved.append((list(model.blocks).index(module), str(device))), move(module, device, skip)))
+    enable_block_swap(model, 1, device="cpu")
+    assert sorted(moved) == [(1, "cpu"), (2, "cpu"), (3, "cpu")]  # 3 stays swapped: re-parked
+    moved.clear()
+    enable_block_swap(model, 0, device="cpu")
+    assert moved == [(3, "cpu")] and model.block_swap is None

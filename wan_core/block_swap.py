@@ -122,8 +122,8 @@ class BlockSwap:
 def enable_block_swap(model: nn.Module, blocks_to_swap: int, *, device: torch.device | str,
                       prefetch: int = 1) -> nn.Module:
     """Swap the last ``blocks_to_swap`` blocks of ``model`` (a WanModel) through ``device``;
-    0 turns swapping off (the blocks stay where they are until the model is next loaded).
-    The swapped blocks move to the CPU now (pinned memory when ``device`` is CUDA)."""
+    0 turns swapping off. The swapped blocks move to the CPU now (pinned memory when ``device``
+    is CUDA); blocks swapped before and not any more join the rest of the model."""
     blocks = len(model.blocks)
     if not 0 <= blocks_to_swap <= blocks:
         raise ValueError(f"blocks_to_swap must be between 0 and {blocks} (the model's blocks), "
@@ -133,11 +133,15 @@ def enable_block_swap(model: nn.Module, blocks_to_swap: int, *, device: torch.de
     if getattr(model, "_compiled_call_impl", None) is not None:
         raise ValueError("block swap cannot run inside a whole-model compile (mode 'full'); use "
                          "compile mode 'blocks', or enable block swap before compiling")
-    if blocks_to_swap == 0:
-        model.block_swap = None
-        return model
-    swap = BlockSwap(blocks_to_swap, torch.device(device), prefetch)
+    before = model.block_swap.swapped(model.blocks) if model.block_swap is not None else ()
+    swap = BlockSwap(blocks_to_swap, torch.device(device), prefetch) if blocks_to_swap else None
     model.block_swap = swap
+    home = next(module_tensors(model.patch_embedding)).device  # where the unswapped part is
+    for block in before:
+        if swap is None or block not in swap.swapped(model.blocks):
+            move_module(block, home)
+    if swap is None:
+        return model
     for block in swap.swapped(model.blocks):
         move_module(block, swap.offload_device)
         unpinned = [t for t in module_tensors(block) if not t.is_pinned()]
