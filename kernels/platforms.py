@@ -23,8 +23,10 @@ class Platform:
     float64 = True
     bf16 = True
     fp8 = True  # float8_e4m3fn tensors can be stored (and cast) on this device
-    # fp8 GEMMs (torch._scaled_mm, row-wise scales) from this compute capability on; None: never
+    # fp8 GEMMs (torch._scaled_mm) from this compute capability on; None: never
     fp8_matmul: tuple[int, int] | None = None
+    # per-row scales: (torch release from which fp8_matmul has them, capability before it)
+    fp8_rowwise: tuple[tuple[int, int], tuple[int, int]] | None = None
     compile = True  # torch.compile (inductor) works
     distributed_backend = "gloo"
 
@@ -40,7 +42,7 @@ class Platform:
 
     def capabilities(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in ("name", "device_type", "triton", "float64", "bf16",
-                                               "fp8", "fp8_matmul", "compile",
+                                               "fp8", "fp8_matmul", "fp8_rowwise", "compile",
                                                "distributed_backend")}
 
 
@@ -60,6 +62,7 @@ class CudaPlatform(Platform):
     device_type = "cuda"
     triton = True
     fp8_matmul = (8, 9)  # Ada, Hopper and later
+    fp8_rowwise = ((2, 7), (9, 0))  # Ada has per-row scales from torch 2.7; before, Hopper only
     distributed_backend = "nccl"
 
     @classmethod
@@ -167,16 +170,11 @@ def float64_supported(device: torch.device) -> bool:
     return all(p.float64 for p in PLATFORMS.values() if p.device_type == device.type)
 
 
-# torch._scaled_mm takes per-row scales on compute capability 8.9 (Ada) from this torch release
-# on; before it, only from 9.0 (Hopper)
-ROWWISE_ON_ADA_SINCE = (2, 7)
-
-
 @torch.compiler.assume_constant_result  # fixed while tracing: no graph break
 def fp8_matmul_supported(device_type: str, index: int | None = None, rowwise: bool = False) -> bool:
     """Whether fp8 GEMMs (``kernels.fp8.fp8_linear``) run on device ``device_type:index``: the
     platform's ``fp8_matmul`` compute capability or later (``rowwise``: with per-row scales,
-    which CUDA Ada runs with torch 2.7 or later only)."""
+    see the platform's ``fp8_rowwise``)."""
     return _fp8_matmul_supported(device_type, index, rowwise)
 
 
@@ -190,9 +188,10 @@ def _fp8_matmul_supported(device_type: str, index: int | None, rowwise: bool) ->
     if platform.fp8_matmul is None or device_type != platform.device_type:
         return False
     capability = torch.cuda.get_device_capability(index)
-    if (rowwise and platform.name == "cuda" and capability < (9, 0)
-            and _torch_release() < ROWWISE_ON_ADA_SINCE):
-        return False
+    if rowwise and platform.fp8_rowwise is not None:
+        since, before = platform.fp8_rowwise
+        if _torch_release() < since and capability < before:
+            return False
     return capability >= platform.fp8_matmul
 
 
