@@ -106,8 +106,7 @@ class AcceleratedBlock:
             attend = functools.partial(_comfy_attention, transformer_options=transformer_options)
             return run_block(self.block, x, e, rope, context, context_img_len, attend, attend,
                              self.impl)
-        step = sampling_step(transformer_options) if (
-            self.plan.dense_first_steps or self.plan.dense_last_steps) else (None, None)
+        step = sampling_step(transformer_options) if self.plan.varies_by_step else (None, None)
         attend = get_backend(self.plan.backend_for(self.index, *step))
         return self.run(self.block, x, e, rope, context, context_img_len, attend,
                         self.cross_attend, self.impl)

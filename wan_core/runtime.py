@@ -72,6 +72,11 @@ class AttentionOptions:
         return dataclasses.replace(self, **changes)
 
     @property
+    def varies_by_step(self) -> bool:
+        """Whether a sampling step's place changes any backend (first / last steps dense)."""
+        return bool(self.dense_first_steps or self.dense_last_steps)
+
+    @property
     def cross_backend(self) -> str:
         return self.dense_backend if self.backend in QUANTISED_BACKENDS else self.backend
 

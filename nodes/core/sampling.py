@@ -101,11 +101,14 @@ def make_denoiser(model, positive: list, negative: list, cfg: float, noise_shape
         kwargs = {k: v.to(device) for k, v in _image_inputs(dit, extras, noise_shape).items()}
         conds.append((context.to(device), kwargs, branch))
 
+    plan = getattr(dit, "attention_options", None)
+    by_step = schedule is not None and (cache is not None
+                                        or (plan is not None and plan.varies_by_step))
+
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         step = steps = None
-        if schedule is not None:
+        if by_step:  # the step's place in the run (one read of σ off the device)
             step, steps = int((schedule - sigma[0].cpu()).abs().argmin()), len(schedule) - 1
-        if step is not None and hasattr(dit, "set_sampling_step"):
             dit.set_sampling_step(step, steps)
         s = sigma.view(-1, *(1,) * (x.dim() - 1))
         if noise_mask is not None:
