@@ -384,6 +384,34 @@ def test_under_cfg_parallelism_each_rank_decides_the_branch_it_runs(monkeypatch,
 
 
 @torch.no_grad()
+def test_a_step_retried_in_two_passes_after_a_batched_oom_is_decided_once():
+    """batched_cfg="auto": the pair's batched forward runs out of memory after the cache
+    decided, and the step is redone as two passes; each branch's policy is asked once per step
+    (else its accumulators would advance twice), and the run equals a two-pass one."""
+    def recording(seen):
+        policy = FirstBlockCache(threshold=0.05)
+        decide = policy.decide
+        policy.decide = lambda state, probe, step: (seen.append((step.index, state["branch"])),
+                                                    decide(state, probe, step))[1]
+        return policy
+
+    model = tiny()
+    failed = []
+
+    def out_of_memory_once(module, args):
+        if args[0].shape[0] == 2 and not failed:
+            failed.append(True)
+            raise torch.OutOfMemoryError("CUDA out of memory")
+    model.blocks[1].register_forward_pre_hook(out_of_memory_once)
+    seen, reference = [], []
+    out = run(model, StepCache(recording(seen)), batched_cfg="auto")
+    expected = run(model, StepCache(recording(reference)), batched_cfg=False)
+    assert failed and len(seen) == len(set(seen)) == 2 * 12
+    assert seen == reference
+    torch.testing.assert_close(out, expected)
+
+
+@torch.no_grad()
 def test_start_and_end_bound_where_skips_happen():
     model = tiny()
     cache = StepCache(FirstBlockCache(threshold=10.0), start=0.5, end=0.75)

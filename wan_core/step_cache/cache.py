@@ -118,6 +118,14 @@ class StepCache:
             self._states[key] = {"branch": branch, "residual": None}
         return self._states[key]
 
+    def _decide(self, state: dict, probe, info: Step) -> bool:
+        """The policy's answer for this branch at this step, asked once: a forward retried at
+        the same step (two passes after a batched one ran out of memory) gets the same answer
+        instead of advancing the policy's accumulators twice."""
+        if state.get("decided", (None,))[0] != info.index:
+            state["decided"] = (info.index, self.policy.decide(state, probe, info))
+        return state["decided"][1]
+
     def _count(self, expert: str, n: int, skipped: bool) -> None:
         self.counts[expert]["skipped" if skipped else "run"] += n
 
@@ -175,7 +183,7 @@ class StepCache:
         else:
             probe = None
         probes = probe.chunk(n) if probe is not None else [None] * n
-        reuse = [policy.decide(s, p, info) for s, p in zip(states, probes)]
+        reuse = [self._decide(s, p, info) for s, p in zip(states, probes)]
         skip = all(reuse) and all(s["residual"] is not None for s in states)
         if sequence_parallel is not None:
             skip = sequence_parallel.agree(skip)
@@ -193,9 +201,9 @@ class StepCache:
         n, policy = len(states), self.policy
         inputs = x.chunk(n)
         lead, names = self._state(expert, "cond"), [s["branch"] for s in states]
-        if "cond" in names:
-            lead["reuse"] = (info.index, policy.decide(lead, inputs[names.index("cond")], info))
-        reuse = lead.get("reuse") == (info.index, True)
+        if "cond" in names:  # the cond branch decides for the pair (two passes: uncond reads it)
+            self._decide(lead, inputs[names.index("cond")], info)
+        reuse = lead.get("decided") == (info.index, True)
         if reuse and all(s["residual"] is not None for s in states):
             self._count(expert, n, skipped=True)
             return x + torch.cat([s["residual"] for s in states])

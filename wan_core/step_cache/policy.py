@@ -47,8 +47,8 @@ class Policy:
     returns True to reuse the cached residual; ``computed(state, probe, output)`` follows every
     forward that ran (``output``: the latent-level output, used by ``"latent"`` policies only).
     ``state`` is the branch's dict: ``state["branch"]`` ("cond" / "uncond") and
-    ``state["residual"]`` (None until a forward ran) are the cache's, every other key the
-    policy's own.
+    ``state["residual"]`` (None until a forward ran) and ``state["decided"]`` (the step and
+    answer of the last decision) are the cache's, every other key the policy's own.
     """
 
     name: str = ""
