@@ -21,6 +21,8 @@ NATIVE = pathlib.Path(wanrt.__file__).parent / "workflows" / "comfyui_native"
 EXAMPLES = ["wan2.1_flf2v_720p_14B", "wan2.1_i2v_480p_14B", "wan2.1_t2v_1.3B", "wan2.1_t2v_14B",
             "wan2.2_t2v_A14B", "wan2.2_ti2v_5B"]
 LORA_EXAMPLES = ["wan2.2_i2v_A14B_4step_lora", "wan2.2_t2v_A14B_4step_lora"]
+STEP_CACHE_EXAMPLES = ["wan2.1_t2v_1.3B_step_cache"]  # the 1.3B one + WanRT Step Cache (MODEL)
+ALL = EXAMPLES + LORA_EXAMPLES + STEP_CACHE_EXAMPLES
 LATENT, SAMPLER, SECOND_SAMPLER, ACCELERATORS = "8", "9", "21", ("2", "19")
 
 
@@ -30,25 +32,28 @@ def load(path: pathlib.Path) -> dict:
 
 def test_every_example_has_a_native_flavour_in_both_formats():
     names = sorted(p.stem for p in NATIVE.glob("*.json"))
-    assert names == sorted(EXAMPLES + LORA_EXAMPLES)
+    assert names == sorted(ALL)
     assert sorted(p.stem for p in (NATIVE / "api").glob("*.json")) == names
     for name in names:
         assert is_ui_workflow(load(NATIVE / f"{name}.json"))
 
 
-@pytest.mark.parametrize("name", EXAMPLES + LORA_EXAMPLES)
+@pytest.mark.parametrize("name", ALL)
 def test_api_file_is_the_runner_conversion_of_the_ui_file(tiny_models, name):
     with hosts.activate(hosts.HeadlessHost.from_paths(tiny_models)):
         assert to_api_prompt(load(NATIVE / f"{name}.json"), runner_node_classes()) == load(NATIVE / "api" / f"{name}.json")
 
 
-@pytest.mark.parametrize("name", EXAMPLES + LORA_EXAMPLES)
+@pytest.mark.parametrize("name", ALL)
 def test_accelerate_follows_every_diffusion_model(name):
     prompt = load(NATIVE / "api" / f"{name}.json")
     loaders = [i for i, node in prompt.items() if node["class_type"] in ("UNETLoader", "LoraLoaderModelOnly")]
     for node in prompt.values():
         if node["class_type"] == "ModelSamplingSD3":
-            assert prompt[node["inputs"]["model"][0]]["class_type"] == "WanRTAccelerate"
+            source = prompt[node["inputs"]["model"][0]]
+            if source["class_type"] == "WanRTStepCacheModel":  # the cache goes after Accelerate
+                source = prompt[source["inputs"]["model"][0]]
+            assert source["class_type"] == "WanRTAccelerate"
         if node["class_type"] == "WanRTAccelerate":
             source = node["inputs"]["model"][0]
             assert source in loaders and prompt[source]["class_type"] == (
@@ -88,10 +93,13 @@ def tiny(prompt: dict) -> dict:
     steps = {f"{i}.steps": 2 for i in (SAMPLER, SECOND_SAMPLER) if i in prompt}
     split = {f"{SAMPLER}.end_at_step": 1, f"{SECOND_SAMPLER}.start_at_step": 1} if SECOND_SAMPLER in prompt else {}
     compile_off = {f"{i}.compile": "off" for i in ACCELERATORS if i in prompt}
-    return {**size, **steps, **split, **compile_off}
+    # the tiny DiTs' widths have no published constants: take the 1.3B's
+    constants = {f"{i}.constants": "t2v-1.3B" for i, n in prompt.items()
+                 if n["class_type"] == "WanRTStepCacheModel"}
+    return {**size, **steps, **split, **compile_off, **constants}
 
 
-@pytest.mark.parametrize("name", EXAMPLES + LORA_EXAMPLES)
+@pytest.mark.parametrize("name", ALL)
 def test_native_example_runs_headless(tiny_models, tmp_path, name):
     prompt = load(NATIVE / "api" / f"{name}.json")
     host = hosts.HeadlessHost.from_paths(tiny_models, output_dir=tmp_path, show_progress=False)
@@ -99,3 +107,21 @@ def test_native_example_runs_headless(tiny_models, tmp_path, name):
     assert result.ok, result.error
     (video,) = result.files
     assert read_video(video).shape == (5, 32, 32, 3)
+
+
+def test_the_step_cache_example_caches_the_1_3b_example_with_magcaches_published_setting(
+        tiny_models, tmp_path):
+    """Its only change to the 1.3B example is WanRT Step Cache (MODEL) between Accelerate and
+    ModelSamplingSD3, at MagCache's published setting; run with 10 steps its KSampler reports
+    the forwards skipped."""
+    plain = load(NATIVE / "api" / "wan2.1_t2v_1.3B.json")
+    cached = load(NATIVE / "api" / "wan2.1_t2v_1.3B_step_cache.json")
+    step_cache = [i for i, n in cached.items() if n["class_type"] == "WanRTStepCacheModel"]
+    assert len(step_cache) == 1 and cached[step_cache[0]]["inputs"]["policy"] == "magcache"
+    assert cached[step_cache[0]]["inputs"]["threshold"] == 0  # the authors' value
+    assert set(cached) - set(plain) == set(step_cache)
+    host = hosts.HeadlessHost.from_paths(tiny_models, output_dir=tmp_path, show_progress=False)
+    result = Executor(host, runner_node_classes()).run(cached, {**tiny(cached), f"{SAMPLER}.steps": 10})
+    assert result.ok, result.error
+    (summary,) = result.outputs[SAMPLER]["text"]
+    assert summary.startswith("step cache: magcache") and " 0 skipped" not in summary
