@@ -69,7 +69,7 @@ def vae(config, dtype, device) -> WanVAE:
         model = WanVAE(config)
     model.load_state_dict(random_state_dict(config, seed=0), assign=True)
     model = model.to(device, dtype).eval().requires_grad_(False)
-    return model.use_channels_last() if device.type == "cuda" else model
+    return model.laid_out_for(device)
 
 
 class Stages:

@@ -174,7 +174,7 @@ class WanRTLoadVAE(_ModelFileLoader):
 
     @staticmethod
     def for_device(model, device):
-        return model.use_channels_last() if device.type == "cuda" else model
+        return model.laid_out_for(device)
 
     @classmethod
     def VALIDATE_INPUTS(cls, vae_name):

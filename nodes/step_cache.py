@@ -20,38 +20,38 @@ DESCRIPTION = (
     f"Runs of at most {FEW_STEPS} steps (distilled models) are not cached unless "
     "allow_few_steps is on.")
 SETTINGS = {
-        "policy": (list(POLICIES), {
-            "default": "magcache",
-            "tooltip": "teacache: time-embedding change (TeaCache4Wan2.1); magcache: "
-                       "residual magnitude ratios (MagCache4Wan2.1); easycache: runtime "
-                       "transformation rate, no constants; first_block: change of block 0's "
-                       "residual (ParaAttention / diffusers)."}),
-        "threshold": ("FLOAT", {
-            "default": 0.0, "min": 0.0, "max": 2.0, "step": 0.001,
-            "tooltip": "Higher skips more. 0: the authors' value (TeaCache 1.3B 0.08, 14B "
-                       "0.2, I2V 0.26; MagCache 1.3B 0.12, 14B 0.24; EasyCache 0.05; "
-                       "first-block 0.05)."}),
-        "start_percent": ("FLOAT", {
-            "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-            "tooltip": "No skips before this fraction of the steps (on top of each "
-                       "policy's own warm-up steps)."}),
-        "end_percent": ("FLOAT", {
-            "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-            "tooltip": "No skips from this fraction of the steps on."}),
-        "retention": ("FLOAT", {
-            "default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01,
-            "tooltip": "MagCache: the fraction of first steps that always run (the authors' "
-                       "0.2). Unused by the other policies, which keep their published "
-                       "warm-up."}),
-        "constants": (["auto", *CONSTANTS], {
-            "default": "auto",
-            "tooltip": "teacache / magcache: whose published constants to use. auto: the "
-                       "loaded model's (Wan 2.1 I2V 14B: 480p; pick i2v-14B-720p for the "
-                       "720p model)."}),
-        "allow_few_steps": ("BOOLEAN", {
-            "default": False,
-            "tooltip": f"Also skip in runs of at most {FEW_STEPS} steps (4-step distilled "
-                       f"models have no redundant step to spare)."}),
+    "policy": (list(POLICIES), {
+        "default": "magcache",
+        "tooltip": "teacache: time-embedding change (TeaCache4Wan2.1); magcache: "
+                   "residual magnitude ratios (MagCache4Wan2.1); easycache: runtime "
+                   "transformation rate, no constants; first_block: change of block 0's "
+                   "residual (ParaAttention / diffusers)."}),
+    "threshold": ("FLOAT", {
+        "default": 0.0, "min": 0.0, "max": 2.0, "step": 0.001,
+        "tooltip": "Higher skips more. 0: the authors' value (TeaCache 1.3B 0.08, 14B "
+                   "0.2, I2V 0.26; MagCache 1.3B 0.12, 14B 0.24; EasyCache 0.05; "
+                   "first-block 0.05)."}),
+    "start_percent": ("FLOAT", {
+        "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+        "tooltip": "No skips before this fraction of the steps (on top of each "
+                   "policy's own warm-up steps)."}),
+    "end_percent": ("FLOAT", {
+        "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+        "tooltip": "No skips from this fraction of the steps on."}),
+    "retention": ("FLOAT", {
+        "default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01,
+        "tooltip": "MagCache: the fraction of first steps that always run (the authors' "
+                   "0.2). Unused by the other policies, which keep their published "
+                   "warm-up."}),
+    "constants": (["auto", *CONSTANTS], {
+        "default": "auto",
+        "tooltip": "teacache / magcache: whose published constants to use. auto: the "
+                   "loaded model's (Wan 2.1 I2V 14B: 480p; pick i2v-14B-720p for the "
+                   "720p model)."}),
+    "allow_few_steps": ("BOOLEAN", {
+        "default": False,
+        "tooltip": f"Also skip in runs of at most {FEW_STEPS} steps (4-step distilled "
+                   f"models have no redundant step to spare)."}),
 }
 
 

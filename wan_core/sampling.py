@@ -126,7 +126,8 @@ def sample(model: Callable, shape: tuple[int, int, int, int, int], *, context: T
       steps begin (parking the other, A14B) and released at the end; an out-of-memory error
       names the sampling stage (see :mod:`wan_core.residency`).
     - ``step_cache``: a :class:`~wan_core.step_cache.StepCache`, reset here; it skips the
-      forwards its policy deems predictable and counts them per expert (``"high"``, ``"low"``; ``"model"`` without a second expert).
+      forwards its policy deems predictable and counts them per expert
+      (``"high"``, ``"low"``; ``"model"`` without a second expert).
     """
     shape = tuple(shape)
     if len(shape) != 5:

@@ -225,8 +225,9 @@ class KSampler:
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, denoise=1.0):
-        return with_summary(model, common_ksampler(model, seed, steps, cfg, sampler_name, scheduler,
-                                                   positive, negative, latent_image, denoise=denoise))
+        return with_summary(model, common_ksampler(
+            model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+            denoise=denoise))
 
 
 class KSamplerAdvanced:

@@ -5,7 +5,8 @@ controller (:class:`StepCache`)::
 
     cache = StepCache(make_policy("magcache", model.config))
     latent = sample(model, shape, ..., step_cache=cache)
-    print(cache.summary())   # magcache threshold 0.12, K 4, retention 0.2: model 42 forwards run, 58 skipped
+    print(cache.summary())
+    # magcache threshold 0.12, K 4, retention 0.2: model 42 forwards run, 58 skipped
 """
 
 from .cache import BRANCHES, FEW_STEPS, POLICIES, StepCache, make_policy

@@ -104,7 +104,8 @@ class StepCache:
         return steps > FEW_STEPS or self.allow_few_steps
 
     def step_info(self, step: int, steps: int) -> Step:
-        return Step(step, steps, self.caches(steps) and self.start * steps <= step < self.end * steps)
+        may_skip = self.caches(steps) and self.start * steps <= step < self.end * steps
+        return Step(step, steps, may_skip)
 
     def summary(self) -> str:
         """E.g. ``teacache threshold 0.08: high 62 forwards run, 38 skipped``."""

@@ -137,4 +137,4 @@ def load_vae(path: str | os.PathLike, *, dtype: torch.dtype | None = None,
         ckpt = ckpt.renamed(lambda k: official.get(k, k))
     device = torch.device(device or "cpu")
     assign_weights(model, ckpt, what=f"Wan {config.version} VAE", dtype=dtype, device=device)
-    return model.use_channels_last() if device.type == "cuda" else model
+    return model.laid_out_for(device)

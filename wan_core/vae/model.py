@@ -153,6 +153,10 @@ class WanVAE(nn.Module):
     spatial_compression = property(lambda self: self.config.spatial_compression)
     temporal_compression = property(lambda self: self.config.temporal_compression)
 
+    def laid_out_for(self, device: torch.device | str) -> "WanVAE":
+        """Channels-last conv weights where ``device`` computes with them (CUDA), else as is."""
+        return self.use_channels_last() if torch.device(device).type == "cuda" else self
+
     def use_channels_last(self) -> "WanVAE":
         """Store conv weights channels-last (what CUDA inputs use; avoids per-call transposes)."""
         for m in self.modules():
